@@ -1,0 +1,11 @@
+"""Small helpers shared by the tests."""
+
+import numpy as np
+
+
+def rotation(axis: np.ndarray, degrees: float) -> np.ndarray:
+    """Rodrigues rotation matrix about ``axis``."""
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    angle = np.radians(degrees)
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
