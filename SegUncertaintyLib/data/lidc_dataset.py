@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..fsutil import atomic_write
+from ..metrics import majority_vote
 from ..progress import Progress
 from ..volume import Geometry, Volume, axis_aligned_geometry
 from .lidc import ATTRIBUTION, Nodule, iter_nodules, rater_masks_1mm
@@ -81,7 +82,7 @@ class LidcCase:
     @property
     def majority(self) -> np.ndarray:
         """``(k, j, i)`` bool majority vote: marked by at least half of the raters (2 of 4 counts)."""
-        return self.frequency >= 0.5
+        return majority_vote(self.raters)
 
 
 def case_seed(seed: int, case_id: str) -> np.random.Generator:
