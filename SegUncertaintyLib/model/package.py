@@ -1,0 +1,155 @@
+"""Model packages: a folder with a model card (``model.json``) and safetensors weights.
+
+The card says everything inference needs (architecture, classes, input channels, spacing,
+intensity normalisation, patch size) and how the model was made (command, time, held-out
+metrics, licence). Weights are only ever read with safetensors: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+from ..fsutil import atomic_write
+from ..resources import bundled_models
+
+CARD_NAME = "model.json"
+BACKBONE_FILE = "backbone.safetensors"
+CARD_FORMAT = "seguncertainty-model/1"
+DEFAULT_MODEL = "lidc-nodule"
+
+
+@dataclass
+class Normalization:
+    """Intensity normalisation applied before the network.
+
+    ``scheme="ct"``: clip to ``clip`` (HU), then ``(x - mean) / std`` with fixed statistics.
+    ``scheme="zscore"``: per volume ``(x - mean) / std`` over voxels above the volume minimum.
+    """
+
+    scheme: str = "ct"
+    clip: tuple[float, float] | None = (-1000.0, 500.0)
+    mean: float | None = None
+    std: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.scheme not in ("ct", "zscore"):
+            raise ModelError(f"unknown normalisation scheme {self.scheme!r} (known: ct, zscore)")
+        if self.scheme == "ct" and (self.mean is None or not self.std):
+            raise ModelError("ct normalisation needs a mean and a positive std in the model card")
+        if self.clip is not None:
+            self.clip = (float(self.clip[0]), float(self.clip[1]))
+
+
+@dataclass
+class ModelCard:
+    """The contents of ``model.json``."""
+
+    name: str
+    architecture: dict[str, Any]
+    classes: list[str]
+    in_channels: int
+    modality: str
+    target_spacing_mm: tuple[float, float, float]
+    patch_size: tuple[int, int, int]
+    normalization: Normalization
+    description: str = ""
+    licence: str = ""
+    inference: dict[str, Any] = field(default_factory=lambda: {"overlap": 0.5, "sw_batch_size": 2})
+    taps: list[str] = field(default_factory=list)  # submodule names whose outputs the head reads
+    files: dict[str, str] = field(default_factory=dict)  # weights file name -> SHA-256
+    training: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # sections added by later stages (head, ...)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        extra = data.pop("extra")
+        data["target_spacing_mm"] = list(self.target_spacing_mm)
+        data["patch_size"] = list(self.patch_size)
+        return {"format": CARD_FORMAT, **data, **extra}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "model card") -> ModelCard:
+        data = dict(data)
+        fmt = data.pop("format", None)
+        if fmt != CARD_FORMAT:
+            raise ModelError(f"{source}: unsupported format {fmt!r} (expected {CARD_FORMAT!r})")
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        optional = {"description", "licence", "inference", "taps", "files", "training"}
+        missing = sorted(known - set(data) - optional)
+        if missing:
+            raise ModelError(f"{source}: missing field(s) {', '.join(missing)}")
+        extra = {k: data.pop(k) for k in list(data) if k not in known}
+        try:
+            card = cls(
+                **{**data, "normalization": Normalization(**data["normalization"])},
+                extra=extra,
+            )
+            card.target_spacing_mm = tuple(float(s) for s in card.target_spacing_mm)
+            card.patch_size = tuple(int(s) for s in card.patch_size)
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"{source}: malformed model card ({exc})") from None
+        if len(card.target_spacing_mm) != 3 or len(card.patch_size) != 3 or min(card.target_spacing_mm) <= 0:
+            raise ModelError(f"{source}: target_spacing_mm and patch_size need three positive values")
+        if card.num_classes < 2 or card.in_channels < 1:
+            raise ModelError(f"{source}: a model needs at least 2 classes and 1 input channel")
+        return card
+
+
+@dataclass
+class ModelPackage:
+    """A model package on disk: its folder and its card."""
+
+    path: Path
+    card: ModelCard
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
+    """Folder of a model package from a bundled name (``"lidc-nodule"``) or a path; None gives the default."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_MODEL
+    candidate = Path(name_or_path)
+    if candidate.is_dir():
+        return candidate
+    if candidate.name == CARD_NAME and candidate.is_file():
+        return candidate.parent
+    bundled = bundled_models()
+    if str(name_or_path) in bundled:
+        return bundled[str(name_or_path)]
+    known = ", ".join(bundled) or "none"
+    raise ModelError(f"model {str(name_or_path)!r} is neither a model package folder nor a bundled model ({known})")
+
+
+def load_package(name_or_path: str | os.PathLike | None = None) -> ModelPackage:
+    """Read a model package's card (:func:`..backbones.load_backbone` loads the weights)."""
+    folder = resolve_model(name_or_path)
+    card_path = folder / CARD_NAME
+    if not card_path.is_file():
+        raise ModelError(f"{folder} is not a model package: {CARD_NAME} is missing")
+    try:
+        data = json.loads(card_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read model card {card_path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"model card {card_path} is not a JSON object")
+    return ModelPackage(path=folder, card=ModelCard.from_dict(data, source=str(card_path)))
+
+
+def write_card(card: ModelCard, folder: str | os.PathLike) -> Path:
+    """Write ``model.json`` into ``folder`` atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_write(folder / CARD_NAME) as tmp:
+        tmp.write_text(json.dumps(card.to_dict(), indent=2) + "\n")
+    return folder / CARD_NAME

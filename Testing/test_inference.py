@@ -1,0 +1,121 @@
+"""The inference engine on real data with the bundled trained backbone."""
+
+import numpy as np
+import pytest
+import torch
+
+from SegUncertaintyLib.errors import ModelError
+from SegUncertaintyLib.inference import count_windows, predict_volume, resolve_device, sliding_window_logits
+from SegUncertaintyLib.io import read_volume
+from SegUncertaintyLib.metrics import dice
+from SegUncertaintyLib.model.backbones import load_backbone
+from SegUncertaintyLib.model.package import ModelPackage
+from SegUncertaintyLib.resources import sample_path
+from SegUncertaintyLib.volume import Geometry, Volume
+
+from .helpers import rotation
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return read_volume(sample_path("lidc-nodule-demo.nrrd"))
+
+
+@pytest.fixture(scope="module")
+def demo_raters():
+    return read_volume(sample_path("lidc-nodule-demo-raters.nrrd")).array
+
+
+@pytest.fixture(scope="module")
+def network(bundled_package):
+    return load_backbone(bundled_package)
+
+
+def test_demo_prediction_is_on_the_input_grid_and_finds_the_nodule(demo, demo_raters, bundled_package, network):
+    prediction = predict_volume(demo, bundled_package, network=network, device="cpu")
+    assert prediction.geometry == demo.geometry
+    assert prediction.probabilities.shape == (2, *demo.geometry.shape)
+    assert prediction.probabilities.dtype == np.float32
+    np.testing.assert_allclose(prediction.probabilities.sum(0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(prediction.labels, prediction.probabilities.argmax(0))
+    # the model grid is 1 mm over the same box
+    assert np.allclose(prediction.model_geometry.spacing, 1.0, atol=0.02)
+    assert np.allclose(prediction.model_geometry.extent_mm, demo.geometry.extent_mm)
+    # real quality: the held-out nodule is found and agrees with the raters' majority
+    majority = demo_raters >= 2
+    assert dice(prediction.labels == 1, majority) > 0.8
+    # the uncertain band is where raters disagree, not in the lung far away
+    p = prediction.probabilities[1]
+    disagreement = (demo_raters > 0) & (demo_raters < 4)
+    assert np.mean((p > 0.1) & (p < 0.9) & ~disagreement & (demo_raters == 0)) < 0.01
+
+
+def test_direction_and_origin_only_ride_along(demo, bundled_package, network):
+    # same voxels, oblique direction and another origin: the same labels, on the new grid
+    g = demo.geometry
+    oblique = Geometry(g.shape, g.spacing, (5.0, -7.0, 300.0), rotation([0.3, 1.0, 0.2], 31.0).ravel())
+    a = predict_volume(demo, bundled_package, network=network, device="cpu")
+    b = predict_volume(Volume(demo.array, oblique), bundled_package, network=network, device="cpu")
+    assert b.geometry == oblique
+    np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6)
+
+
+def test_anisotropic_input_is_resampled_to_model_spacing_and_back(demo, bundled_package, network):
+    # the same scene with 2.5 mm slices: the nodule volume stays close (partial volume aside)
+    g = demo.geometry
+    thick = torch.nn.functional.interpolate(
+        torch.from_numpy(demo.array)[None, None], size=(28, 100, 100), mode="trilinear", align_corners=False
+    )[0, 0].numpy()
+    coarse = Geometry((28, 100, 100), (0.7, 0.7, 2.5), g.origin, g.direction)
+    fine = predict_volume(demo, bundled_package, network=network, device="cpu")
+    rough = predict_volume(Volume(thick, coarse), bundled_package, network=network, device="cpu")
+    assert rough.probabilities.shape == (2, 28, 100, 100)
+    assert rough.model_geometry.shape == fine.model_geometry.shape
+    v_fine = (fine.labels == 1).sum() * g.voxel_volume_ml
+    v_rough = (rough.labels == 1).sum() * coarse.voxel_volume_ml
+    assert v_rough == pytest.approx(v_fine, rel=0.15)
+
+
+def test_sliding_window_visits_every_window_and_returns_taps(bundled_package, network):
+    image = torch.randn(1, 70, 60, 50)
+    calls = []
+
+    def progress(stage, fraction, message=None):
+        calls.append(fraction)
+
+    logits, features = sliding_window_logits(
+        network, image, (48, 48, 48), overlap=0.5, sw_batch_size=1, taps=["bottleneck"], progress=progress
+    )
+    assert logits.shape == (2, 70, 60, 50)
+    assert len(calls) == count_windows((70, 60, 50), (48, 48, 48), 0.5) == 2 * 2 * 2
+    assert calls[-1] == 1.0
+    filters = bundled_package.card.architecture["args"]["filters"]
+    # features are blended at their own scale (1/8 here)
+    assert features["bottleneck"].shape[0] == filters[-1]
+    assert features["bottleneck"].shape[1:] == (70 // 8, 60 // 8, 50 // 8)
+
+
+def test_small_volume_is_padded_to_the_patch(bundled_package, network, demo):
+    crop = Volume(
+        demo.array[20:40, 30:70, 30:70].copy(),
+        Geometry((20, 40, 40), demo.geometry.spacing, demo.geometry.origin, demo.geometry.direction),
+    )
+    prediction = predict_volume(crop, bundled_package, network=network, device="cpu")
+    assert prediction.labels.shape == (20, 40, 40)
+
+
+def test_model_with_other_input_channels_is_refused(bundled_package, demo):
+    card = bundled_package.card
+    two_channel = ModelPackage(bundled_package.path, type(card)(**{**card.__dict__, "in_channels": 2}))
+    with pytest.raises(ModelError, match="expects 2 input channels"):
+        predict_volume(demo, two_channel, device="cpu")
+
+
+def test_device_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    with pytest.raises(ModelError, match="unknown device"):
+        resolve_device("tpu")
