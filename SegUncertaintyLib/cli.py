@@ -1,0 +1,212 @@
+"""The ``seguncertainty`` command.
+
+Subcommands: ``predict``, ``demo``, ``prepare-data``, ``train-backbone``. Each is a thin layer over
+a library function. A failure the user can act on prints ``error: <message>`` (and, with
+``--progress json``, an ``{"event": "error"}`` line) and exits 1; Ctrl-C or SIGTERM cancel cleanly
+(exit 130 / 143) without leaving partial outputs. Set ``SEGUNCERTAINTY_DEBUG=1`` to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import Cancelled, SegUncertaintyError
+from .progress import Progress, make_progress
+
+EXIT_ERROR, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM = 1, 70, 130, 143
+
+
+def _progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress",
+        choices=("text", "json", "none"),
+        default="text",
+        help="text: a bar on stderr; json: one JSON object per line on stdout (for front ends); none",
+    )
+
+
+def _device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the network runs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seguncertainty",
+        description="Segment 3D medical images and show where the segmentation is likely wrong.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    predict = commands.add_parser("predict", help="segment a volume and write the label map, probabilities, summary")
+    predict.add_argument("--input", required=True, help="volume file (NRRD, NIfTI, MHA) or DICOM series folder")
+    predict.add_argument("--output-dir", required=True, help="folder for the outputs (created if missing)")
+    predict.add_argument(
+        "--model", default=None, help="bundled model name or model package folder (default: lidc-nodule)"
+    )
+    predict.add_argument(
+        "--format", default="nrrd", choices=("nrrd", "nii.gz", "nii", "mha"), help="output file format"
+    )
+    _device_option(predict)
+    _progress_option(predict)
+
+    demo = commands.add_parser("demo", help="run predict on the bundled sample chest CT")
+    demo.add_argument("--output-dir", required=True, help="folder for the outputs")
+    _device_option(demo)
+    _progress_option(demo)
+
+    prepare = commands.add_parser("prepare-data", help="build a data set into the cache folder (no download)")
+    prepare.add_argument("dataset", choices=("lidc",), help="lidc: LIDC-IDRI 4-rater nodule masks with synthetic CT")
+    prepare.add_argument(
+        "--cache-dir", type=Path, default=None, help="default: $SEGUNCERTAINTY_CACHE or ~/.cache/seguncertainty"
+    )
+    prepare.add_argument("--splits", default="train,calibration,test", help="comma-separated splits to prepare")
+    prepare.add_argument("--limit", type=int, default=None, help="at most this many cases per split")
+    prepare.add_argument("--seed", type=int, default=0, help="seed of the synthetic intensities")
+    _progress_option(prepare)
+
+    train = commands.add_parser("train-backbone", help="train a segmentation backbone and write a model package")
+    train.add_argument("--data", choices=("lidc",), default="lidc")
+    train.add_argument("--output", required=True, type=Path, help="model package folder to write")
+    train.add_argument("--cache-dir", type=Path, default=None)
+    # defaults (None) come from BackboneConfig, the single place that records the bundled model's settings
+    train.add_argument("--name", help="model name in the card (default: lidc-nodule)")
+    train.add_argument("--iterations", type=int, help="optimiser steps (default: 1500)")
+    train.add_argument("--batch-size", type=int, help="patches per step (default: 4)")
+    train.add_argument("--learning-rate", type=float, help="AdamW learning rate, poly decay (default: 2e-3)")
+    train.add_argument("--filters", help="channels per U-Net stage, comma-separated (default: 8,16,32,64)")
+    train.add_argument("--dropout", type=float, help="dropout probability in every conv block (default: 0)")
+    train.add_argument("--seed", type=int, help="seed of patch sampling and initialisation (default: 0)")
+    train.add_argument("--train-limit", type=int, help="use only this many training cases")
+    train.add_argument("--eval-split", choices=("calibration", "test"), help="held-out split (default: test)")
+    train.add_argument("--eval-limit", type=int, help="evaluate on only this many held-out cases")
+    _device_option(train)
+    _progress_option(train)
+    return parser
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    print(f"outputs in {summary['output_dir']}:", file=sys.stderr)
+    for row in summary["classes"]:
+        print(f"  {row['name']}: {row['volume_ml']:.2f} mL ({row['voxels']} voxels)", file=sys.stderr)
+    seconds, memory = summary["timings_s"]["total"], summary["peak_memory_mb"]
+    print(f"  total {seconds:.1f} s on {summary['device']}, peak memory {memory:.0f} MiB", file=sys.stderr)
+
+
+def _predict(args: argparse.Namespace, progress: Progress, input_path: str) -> dict[str, Any]:
+    from .pipeline import PREDICT_STAGES, predict_to_files
+
+    progress.stages = dict(PREDICT_STAGES)
+    summary = predict_to_files(
+        input_path, args.output_dir, args.model, args.device, getattr(args, "format", "nrrd"), progress
+    )
+    if args.progress == "text":
+        _print_summary(summary)
+    return {"summary": str(Path(args.output_dir) / "summary.json"), **summary["outputs"]}
+
+
+def _demo(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .resources import sample_path
+
+    args.model = None
+    return _predict(args, progress, str(sample_path("lidc-nodule-demo.nrrd")))
+
+
+def _prepare(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .data.lidc_dataset import prepare_lidc
+
+    root = prepare_lidc(
+        args.cache_dir, [s.strip() for s in args.splits.split(",") if s.strip()], args.limit, args.seed, progress
+    )
+    if args.progress == "text":
+        print(f"LIDC data set ready in {root}", file=sys.stderr)
+    return {"dataset": str(root)}
+
+
+TRAIN_OPTIONS = "name iterations batch_size learning_rate dropout seed train_limit eval_split eval_limit".split()
+
+
+def _train(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .training import BackboneConfig, train_backbone
+
+    options = {name: getattr(args, name) for name in TRAIN_OPTIONS}
+    if args.filters is not None:
+        try:
+            options["filters"] = tuple(int(f) for f in args.filters.split(","))
+        except ValueError:
+            raise SegUncertaintyError(f"--filters must be comma-separated integers, got {args.filters!r}") from None
+    config = BackboneConfig(**{k: v for k, v in options.items() if v is not None})
+    progress.stages = {"load": 0.02, "train": 0.9, "evaluate": 0.08}
+    result = train_backbone(config, args.output, args.cache_dir, args.device, args.command_line, progress)
+    held = result.held_out
+    if args.progress == "text":
+        print(
+            f"trained in {result.seconds:.0f} s; held-out Dice vs majority vote on {held['cases']} "
+            f"{config.eval_split} cases: mean {held['dice_vs_majority_mean']:.3f}, "
+            f"median {held['dice_vs_majority_median']:.3f}; package written to {args.output}",
+            file=sys.stderr,
+        )
+    return {"package": str(args.output)}
+
+
+COMMANDS = {
+    "predict": lambda a, p: _predict(a, p, a.input),
+    "demo": _demo,
+    "prepare-data": _prepare,
+    "train-backbone": _train,
+}
+
+
+def _raise_cancelled(signum: int, _frame: object) -> None:
+    raise Cancelled("cancelled" if signum == signal.SIGINT else "terminated")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.command_line = "seguncertainty " + shlex.join(argv)  # recorded in model cards
+    progress = make_progress(args.progress)
+    previous = signal.signal(signal.SIGTERM, _raise_cancelled)
+    try:
+        outputs = COMMANDS[args.command](args, progress)
+        progress.done(outputs)
+        return 0
+    except Cancelled as exc:
+        progress.error(str(exc))
+        print(f"{exc}: no outputs were written", file=sys.stderr)
+        return EXIT_SIGTERM if str(exc) == "terminated" else EXIT_SIGINT
+    except KeyboardInterrupt:
+        progress.error("cancelled")
+        print("cancelled: no outputs were written", file=sys.stderr)
+        return EXIT_SIGINT
+    except SegUncertaintyError as exc:
+        progress.error(str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except MemoryError:
+        message = "out of memory; try a smaller volume, or --device cuda on a GPU machine"
+        progress.error(message)
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # a bug: say so plainly, keep the traceback for those who ask
+        message = f"unexpected {type(exc).__name__}: {exc} (please report this; set SEGUNCERTAINTY_DEBUG=1 for details)"
+        progress.error(message)
+        print(f"error: {message}", file=sys.stderr)
+        if os.environ.get("SEGUNCERTAINTY_DEBUG"):
+            traceback.print_exc()
+        return EXIT_INTERNAL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
