@@ -106,3 +106,18 @@ def test_unprepared_cache_gives_a_clear_error(tmp_path):
         load_cases("test", tmp_path)
     with pytest.raises(DataError, match="unknown split"):
         prepare_lidc(tmp_path, splits=["validation"])
+
+
+def test_bundled_demo_volume_is_rebuilt_exactly_from_the_database():
+    from SegUncertaintyLib.data.demo import DEMO_CASE, make_demo_volume
+    from SegUncertaintyLib.io import read_volume
+    from SegUncertaintyLib.resources import sample_path
+
+    assert load_split()[DEMO_CASE.split("_")[0]] == "test"  # never seen in training
+    image, votes, geometry = make_demo_volume()
+    bundled = read_volume(sample_path("lidc-nodule-demo.nrrd"))
+    np.testing.assert_array_equal(bundled.array, image)
+    assert bundled.geometry.is_close(geometry, atol=1e-9)
+    assert geometry.spacing == pytest.approx((0.7, 0.7, 1.25))
+    np.testing.assert_array_equal(read_volume(sample_path("lidc-nodule-demo-raters.nrrd")).array, votes)
+    assert set(np.unique(votes)) == {0, 1, 2, 3, 4}
