@@ -1,0 +1,42 @@
+"""The library stays importable without Slicer, and the Slicer build lists every file."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LIB = ROOT / "SegUncertaintyLib"
+
+
+def test_every_library_file_is_listed_for_the_slicer_build():
+    cmake = (LIB / "CMakeLists.txt").read_text()
+    listed = set(re.findall(r"^\s+([\w/]+\.(?:py|json))\s*$", cmake, flags=re.MULTILINE))
+    present = {
+        p.relative_to(LIB).as_posix()
+        for p in LIB.rglob("*")
+        if p.suffix in (".py", ".json") and "__pycache__" not in p.parts
+    }
+    assert listed == present
+
+
+def test_library_imports_without_slicer_qt_ctk_or_vtk():
+    modules = sorted(
+        "SegUncertaintyLib." + p.relative_to(LIB).with_suffix("").as_posix().replace("/", ".")
+        for p in LIB.rglob("*.py")
+        if p.name != "__init__.py"
+    )
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('slicer', 'qt', 'ctk', 'vtk', 'vtkmodules')]\n"
+        "print(bad)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_package_import_is_light():
+    code = "import sys, SegUncertaintyLib; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "False"
