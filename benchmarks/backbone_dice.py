@@ -46,8 +46,11 @@ def main() -> None:
     print(f"\n{package.card.name} on {len(cases)} {args.split} cases (LIDC, 4 raters each)\n")
     print("| comparison | mean Dice | median Dice | p10 |")
     print("|---|---|---|---|")
-    for name, values in [("model vs majority vote (>= 2 of 4)", majority), ("model vs each rater", per_rater),
-                         ("rater vs rater (pairwise)", np.array(raters))]:
+    for name, values in [
+        ("model vs majority vote (>= 2 of 4)", majority),
+        ("model vs each rater", per_rater),
+        ("rater vs rater (pairwise)", np.array(raters)),
+    ]:
         print(f"| {name} | {values.mean():.3f} | {np.median(values):.3f} | {np.percentile(values, 10):.3f} |")
 
 

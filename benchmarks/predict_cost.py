@@ -59,9 +59,24 @@ def make_input(name: str, folder: Path) -> Path:
 def run_predict(path: Path, out: Path, device: str) -> dict:
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "SegUncertaintyLib.cli", "predict", "--input", str(path), "--output-dir", str(out),
-         "--device", device, "--progress", "none"],
-        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        [
+            sys.executable,
+            "-m",
+            "SegUncertaintyLib.cli",
+            "predict",
+            "--input",
+            str(path),
+            "--output-dir",
+            str(out),
+            "--device",
+            device,
+            "--progress",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     wall = time.perf_counter() - started
     if result.returncode != 0:
@@ -87,32 +102,40 @@ def main() -> None:
             shape = summary["input"]["geometry"]["shape_kji"]
             model_shape = summary["model_grid"]["shape_kji"]
             t = summary["timings_s"]
-            rows.append({
-                "volume": name,
-                "shape_kji": shape,
-                "spacing_mm": summary["input"]["geometry"]["spacing_mm"],
-                "model_grid_kji": model_shape,
-                "megavoxels_model": round(float(np.prod(model_shape)) / 1e6, 2),
-                "process_wall_s": summary["process_wall_s"],
-                "predict_total_s": t["total"],
-                "inference_s": t["inference"],
-                "peak_memory_mb": summary["peak_memory_mb"],
-                "device": summary["device"],
-            })
+            rows.append(
+                {
+                    "volume": name,
+                    "shape_kji": shape,
+                    "spacing_mm": summary["input"]["geometry"]["spacing_mm"],
+                    "model_grid_kji": model_shape,
+                    "megavoxels_model": round(float(np.prod(model_shape)) / 1e6, 2),
+                    "process_wall_s": summary["process_wall_s"],
+                    "predict_total_s": t["total"],
+                    "inference_s": t["inference"],
+                    "peak_memory_mb": summary["peak_memory_mb"],
+                    "device": summary["device"],
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
             for f in (folder / f"out-{name}").iterdir():
                 f.unlink()
     base = rows[0]
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {args.device}\n")
-    print("| volume | input (k, j, i) | spacing (mm) | model grid | wall (s) | inference (s) | s per model Mvox "
-          "| x demo time | peak memory (MiB) |")
+    print(
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {args.device}\n"
+    )
+    print(
+        "| volume | input (k, j, i) | spacing (mm) | model grid | wall (s) | inference (s) | s per model Mvox "
+        "| x demo time | peak memory (MiB) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         per_mvox = r["inference_s"] / r["megavoxels_model"]
-        print(f"| {r['volume']} | {tuple(r['shape_kji'])} | {tuple(round(s, 2) for s in r['spacing_mm'])} | "
-              f"{tuple(r['model_grid_kji'])} | {r['process_wall_s']:.1f} | {r['inference_s']:.1f} | {per_mvox:.2f} | "
-              f"{r['process_wall_s'] / base['process_wall_s']:.1f} | {r['peak_memory_mb']:.0f} |")
+        print(
+            f"| {r['volume']} | {tuple(r['shape_kji'])} | {tuple(round(s, 2) for s in r['spacing_mm'])} | "
+            f"{tuple(r['model_grid_kji'])} | {r['process_wall_s']:.1f} | {r['inference_s']:.1f} | {per_mvox:.2f} | "
+            f"{r['process_wall_s'] / base['process_wall_s']:.1f} | {r['peak_memory_mb']:.0f} |"
+        )
     if args.output:
         args.output.write_text(json.dumps(rows, indent=1))
 
