@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _progress_option(prepare)
 
     train = commands.add_parser("train-backbone", help="train a segmentation backbone and write a model package")
-    train.add_argument("--data", choices=("lidc",), default="lidc")
+    train.add_argument("--data", choices=("lidc", "mni152"), help="training data set (default: lidc)")
     train.add_argument("--output", required=True, type=Path, help="model package folder to write")
     train.add_argument("--cache-dir", type=Path, default=None)
     # defaults (None) come from BackboneConfig, the single place that records the bundled model's settings
@@ -131,7 +131,7 @@ def _prepare(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     return {"dataset": str(root)}
 
 
-TRAIN_OPTIONS = "name iterations batch_size learning_rate dropout seed train_limit eval_split eval_limit".split()
+TRAIN_OPTIONS = "name data iterations batch_size learning_rate dropout seed train_limit eval_split eval_limit".split()
 
 
 def _train(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:

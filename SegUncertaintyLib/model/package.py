@@ -60,7 +60,7 @@ class ModelCard:
     description: str = ""
     licence: str = ""
     inference: dict[str, Any] = field(default_factory=lambda: {"overlap": 0.5, "sw_batch_size": 2})
-    taps: list[str] = field(default_factory=list)  # submodule names whose outputs the head reads
+    taps: list[dict[str, Any]] = field(default_factory=list)  # [{"name": submodule, "channels": n}] the head reads
     files: dict[str, str] = field(default_factory=dict)  # weights file name -> SHA-256
     training: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # sections added by later stages (head, ...)
