@@ -25,6 +25,7 @@ from .inference import predict_volume, resolve_device
 from .metrics import dice
 from .model.backbones import build_backbone, dynunet_architecture, dynunet_taps, write_weights
 from .model.package import BACKBONE_FILE, ModelCard, ModelPackage, Normalization, write_card
+from .patches import PatchSampler
 from .preprocess import normalize_intensities
 from .progress import Progress
 
@@ -82,63 +83,6 @@ def fit_normalization(spec: DatasetSpec, cases: Sequence[Case]) -> Normalization
     return Normalization(
         scheme="ct", clip=CT_CLIP, mean=round(float(clipped.mean()), 3), std=round(float(clipped.std()), 3)
     )
-
-
-class PatchSampler:
-    """Random training patches ``(B, 1, *patch)`` with one random rater's mask ``(B, 1, *patch)``."""
-
-    def __init__(
-        self,
-        images: list[np.ndarray],
-        raters: list[np.ndarray],
-        patch: tuple[int, int, int],
-        foreground_fraction: float,
-        rng: np.random.Generator,
-    ):
-        self.images, self.raters, self.patch = images, raters, np.asarray(patch)
-        self.foreground_fraction, self.rng = foreground_fraction, rng
-        self.foreground = [np.argwhere(r.any(axis=0)) for r in raters]
-
-    def _corner(self, index: int) -> np.ndarray:
-        shape = np.asarray(self.images[index].shape)
-        high = np.maximum(shape - self.patch, 0)
-        fg = self.foreground[index]
-        if len(fg) and self.rng.random() < self.foreground_fraction:
-            centre = fg[self.rng.integers(len(fg))]
-            corner = centre - self.patch // 2 + self.rng.integers(-8, 9, size=3)
-            return np.clip(corner, 0, high)
-        return np.array([self.rng.integers(0, h + 1) for h in high])
-
-    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = [], []
-        for _ in range(batch_size):
-            index = int(self.rng.integers(len(self.images)))
-            c = self._corner(index)
-            window = tuple(slice(int(a), int(a + p)) for a, p in zip(c, self.patch, strict=True))
-            image = self.images[index][window]
-            label = self.raters[index][int(self.rng.integers(len(self.raters[index])))][window]
-            image, label = _pad_to(image, self.patch, float(image.min())), _pad_to(label, self.patch, 0)
-            image, label = self._augment(image, label)
-            images.append(image)
-            labels.append(label)
-        x = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
-        y = torch.from_numpy(np.stack(labels)[:, None].astype(np.int64))
-        return x, y
-
-    def _augment(self, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        for axis in range(3):
-            if self.rng.random() < 0.5:
-                image, label = np.flip(image, axis), np.flip(label, axis)
-        turns = int(self.rng.integers(4))  # in-plane quarter turns (isotropic patches)
-        image, label = np.rot90(image, turns, axes=(1, 2)), np.rot90(label, turns, axes=(1, 2))
-        scale, shift = self.rng.uniform(0.9, 1.1), self.rng.normal(0.0, 0.1)
-        image = image * scale + shift + self.rng.normal(0.0, self.rng.uniform(0.0, 0.1), image.shape)
-        return np.ascontiguousarray(image), np.ascontiguousarray(label)
-
-
-def _pad_to(array: np.ndarray, shape: np.ndarray, value: float) -> np.ndarray:
-    pad = [(0, max(0, int(s) - n)) for n, s in zip(array.shape, shape, strict=True)]
-    return np.pad(array, pad, constant_values=value) if any(p[1] for p in pad) else array
 
 
 def foreground_dice(labels: np.ndarray, reference: np.ndarray, num_classes: int) -> float:

@@ -8,7 +8,8 @@ from SegUncertaintyLib.cli import main
 from SegUncertaintyLib.inference import predict_volume
 from SegUncertaintyLib.model.backbones import load_backbone
 from SegUncertaintyLib.model.package import BACKBONE_FILE, load_package
-from SegUncertaintyLib.training import BackboneConfig, PatchSampler, train_backbone
+from SegUncertaintyLib.patches import PatchSampler
+from SegUncertaintyLib.training import BackboneConfig, train_backbone
 
 
 def test_train_backbone_command_writes_a_documented_package(lidc_cache, tmp_path, capsys):
