@@ -38,6 +38,15 @@ def _device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the network runs")
 
 
+def _uncertainty_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--uncertainty",
+        default="auto",
+        choices=("auto", "segwithu", "none"),
+        help="segwithu: calibration and ranking maps from the model's head (auto: segwithu when it has one)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seguncertainty",
@@ -55,11 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--format", default="nrrd", choices=("nrrd", "nii.gz", "nii", "mha"), help="output file format"
     )
+    _uncertainty_option(predict)
     _device_option(predict)
     _progress_option(predict)
 
     demo = commands.add_parser("demo", help="run predict on the bundled sample chest CT")
     demo.add_argument("--output-dir", required=True, help="folder for the outputs")
+    _uncertainty_option(demo)
     _device_option(demo)
     _progress_option(demo)
 
@@ -90,6 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-limit", type=int, help="evaluate on only this many held-out cases")
     _device_option(train)
     _progress_option(train)
+
+    head = commands.add_parser("train-head", help="train the SegWithU uncertainty head on a frozen backbone")
+    head.add_argument("--model", required=True, help="model package folder (or bundled name) to add the head to")
+    head.add_argument(
+        "--data", choices=("lidc", "mni152"), help="data set; its calibration split is used (default: lidc)"
+    )
+    head.add_argument("--cache-dir", type=Path, default=None)
+    head.add_argument("--max-epochs", type=int, help="upper bound on epochs (default: 100)")
+    head.add_argument(
+        "--patience", type=int, help="epochs without a better validation loss before stopping (default: 10)"
+    )
+    head.add_argument("--batch-size", type=int, help="patches per step (default: 4)")
+    head.add_argument("--fusion-channels", type=int, help="width of the fused features (default: 8)")
+    head.add_argument("--probes", type=int, help="rank-1 posterior probes, a power of two (default: 8)")
+    head.add_argument("--seed", type=int, help="seed (default: 0)")
+    head.add_argument("--calibration-limit", type=int, help="use only this many calibration cases")
+    head.add_argument("--eval-split", choices=("calibration", "test"), help="held-out split (default: test)")
+    head.add_argument("--eval-limit", type=int, help="evaluate on only this many held-out cases")
+    _device_option(head)
+    _progress_option(head)
     return parser
 
 
@@ -106,7 +137,13 @@ def _predict(args: argparse.Namespace, progress: Progress, input_path: str) -> d
 
     progress.stages = dict(PREDICT_STAGES)
     summary = predict_to_files(
-        input_path, args.output_dir, args.model, args.device, getattr(args, "format", "nrrd"), progress
+        input_path,
+        args.output_dir,
+        args.model,
+        args.device,
+        getattr(args, "format", "nrrd"),
+        args.uncertainty,
+        progress,
     )
     if args.progress == "text":
         _print_summary(summary)
@@ -157,11 +194,35 @@ def _train(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     return {"package": str(args.output)}
 
 
+HEAD_OPTIONS = (
+    "data max_epochs patience batch_size fusion_channels probes seed calibration_limit eval_split eval_limit".split()
+)
+
+
+def _train_head(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .segwithu.training import HeadTrainingConfig, train_head
+
+    options = {name: getattr(args, name) for name in HEAD_OPTIONS}
+    config = HeadTrainingConfig(**{k: v for k, v in options.items() if v is not None})
+    progress.stages = {"load": 0.02, "train": 0.78, "validate": 0.05, "evaluate": 0.15}
+    section = train_head(args.model, config, args.cache_dir, args.device, args.command_line, progress)
+    if args.progress == "text":
+        held = section["held_out"]
+        print(
+            f"head trained in {section['training']['seconds']:.0f} s ({section['training']['epochs']} epochs); "
+            f"{held['split']} split, {held['cases']} cases: ranking AUROC {held['auroc_ranking']:.4f} "
+            f"(max-softmax {held['auroc_max_softmax']:.4f}), ECE {held['ece_raw']:.5f} -> {held['ece_calibrated']:.5f}",
+            file=sys.stderr,
+        )
+    return {"package": str(args.model)}
+
+
 COMMANDS = {
     "predict": lambda a, p: _predict(a, p, a.input),
     "demo": _demo,
     "prepare-data": _prepare,
     "train-backbone": _train,
+    "train-head": _train_head,
 }
 
 

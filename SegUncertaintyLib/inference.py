@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +24,7 @@ from .model.backbones import FeatureTaps, load_backbone
 from .model.package import ModelPackage
 from .preprocess import normalize_intensities, resize
 from .progress import Progress
+from .segwithu.network import HEAD_MAPS, SegWithUHead, temper
 from .volume import Geometry, Volume
 
 
@@ -50,6 +51,12 @@ class Prediction:
         model_geometry: the grid the network ran on (model spacing, same box and direction).
         features: tap name -> ``(C_f, d, h, w)`` float32 tensor on (a scaled copy of) the model grid.
         logits: ``(C, D, H, W)`` float32 blended logits on the model grid.
+        calibrated_probabilities: with a head, ``(C, k, j, i)`` softmax of the tempered logits
+            ``z / sqrt(1 + U_cal)`` on the input grid (same argmax as ``probabilities``).
+        maps: with a head, ``(k, j, i)`` float32 maps on the input grid: ``ranking`` (higher = more
+            likely wrong), ``calibration``, ``epistemic``, ``aleatoric`` and, when the package
+            knows its scale, ``error_probability`` (the ranking map as an estimated probability of
+            error, in [0, 1]).
         timings: seconds per stage.
         device: where the network ran (``"cpu"``, ``"cuda:0"``).
     """
@@ -60,6 +67,8 @@ class Prediction:
     model_geometry: Geometry
     logits: torch.Tensor
     features: dict[str, torch.Tensor] = field(default_factory=dict)
+    calibrated_probabilities: np.ndarray | None = None
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
 
@@ -71,75 +80,90 @@ def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> i
     return len(dense_patch_slices(size, roi, interval))
 
 
-class _CountingPredictor:
-    """Calls the network on a batch of windows, reports progress, returns logits (+ taps)."""
-
-    def __init__(self, network: nn.Module, taps: Sequence[str], total_calls: int, progress: Progress | None):
-        self.network = network
-        self.taps = list(taps)
-        self.total = max(total_calls, 1)
-        self.calls = 0
-        self.progress = progress
-
-    def __call__(self, window: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        if self.taps:
-            with FeatureTaps(self.network, self.taps) as hooks:
-                logits = self.network(window)
-            out = {"logits": logits, **{f"tap:{k}": v for k, v in hooks.features.items()}}
-        else:
-            out = self.network(window)
-        self.calls += 1
-        if self.progress is not None:
-            self.progress("inference", self.calls / self.total)
-        return out
+WindowFunction = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
-def sliding_window_logits(
-    network: nn.Module,
+def backbone_window(network: nn.Module, taps: Sequence[str] = ()) -> WindowFunction:
+    """Window function giving ``{"logits": (B, C, ...), "tap:<name>": (B, C_f, ...)}``."""
+
+    def run(window: torch.Tensor) -> dict[str, torch.Tensor]:
+        with FeatureTaps(network, taps) as hooks:
+            logits = network(window)
+        return {"logits": logits, **{f"tap:{k}": v for k, v in hooks.features.items()}}
+
+    return run
+
+
+def head_window(network: nn.Module, head: SegWithUHead) -> WindowFunction:
+    """Window function giving the logits and the head's maps (``HEAD_MAPS``) from one backbone pass."""
+
+    def run(window: torch.Tensor) -> dict[str, torch.Tensor]:
+        with FeatureTaps(network, head.tap_names) as hooks:
+            logits = network(window)
+        outputs = head(logits, [hooks.features[name] for name in head.tap_names])
+        return {"logits": logits, **{name: getattr(outputs, name) for name in HEAD_MAPS}}
+
+    return run
+
+
+def sliding_window_maps(
+    window_fn: WindowFunction,
     image: torch.Tensor,
     roi_size: Sequence[int],
     overlap: float = 0.5,
     sw_batch_size: int = 2,
-    taps: Sequence[str] = (),
     progress: Progress | None = None,
     output_device: torch.device | None = None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Gaussian-blended sliding-window logits of a normalised image.
+) -> dict[str, torch.Tensor]:
+    """Gaussian-blended sliding-window outputs of a normalised image.
+
+    Every output of ``window_fn`` is blended on its own (a coarser feature map at its own scale).
 
     Args:
-        network: maps ``(B, C_in, *roi)`` to ``(B, C, *roi)`` logits (eval mode).
+        window_fn: maps a ``(B, C_in, *roi)`` batch of windows to named ``(B, C_k, ...)`` outputs.
         image: ``(C_in, D, H, W)`` normalised image on the network's device.
         roi_size: window size ``(D, H, W)`` in voxels.
         overlap: fraction of a window shared with its neighbour, in ``[0, 1)``.
         sw_batch_size: windows per forward pass.
-        taps: submodule names whose outputs are blended too (at their own scale).
-        progress: called with stage ``"inference"``.
+        progress: called with stage ``"inference"`` after every batch of windows.
         output_device: where the blended outputs accumulate (default: the image's device).
 
     Returns:
-        ``(C, D, H, W)`` logits and tap name -> ``(C_f, d, h, w)`` blended features.
+        Output name -> ``(C_k, D, H, W)`` float32 blended map (coarser outputs at their own scale).
     """
-    total_calls = math.ceil(count_windows(image.shape[1:], roi_size, overlap) / sw_batch_size)
-    predictor = _CountingPredictor(network, taps, total_calls, progress)
-    cval = float(image.min())  # pad small images with background, not with zero
+    total = max(math.ceil(count_windows(image.shape[1:], roi_size, overlap) / sw_batch_size), 1)
+    calls = 0
+    layout: list[tuple[str, int]] = []  # names and channel counts of the outputs packed together
+
+    def counted(window: torch.Tensor) -> dict[str, torch.Tensor]:
+        # Outputs at the window's resolution are blended as one tensor: MONAI keeps a weight map and
+        # does the weighted sums per output, which costs as much again as a small head.
+        nonlocal calls
+        out = window_fn(window)
+        full = [name for name, value in out.items() if value.shape[2:] == window.shape[2:]]
+        layout[:] = [(name, out[name].shape[1]) for name in full]
+        packed = {"full": torch.cat([out[name] for name in full], dim=1)}
+        packed.update({name: value for name, value in out.items() if name not in full})
+        calls += 1
+        if progress is not None:
+            progress("inference", calls / total)
+        return packed
+
     with torch.inference_mode():
         out = sliding_window_inference(
             image.unsqueeze(0),
             roi_size=tuple(roi_size),
             sw_batch_size=sw_batch_size,
-            predictor=predictor,
+            predictor=counted,
             overlap=overlap,
             mode="gaussian",
             padding_mode="constant",
-            cval=cval,
+            cval=float(image.min()),  # pad small images with background, not with zero
             device=output_device or image.device,
         )
-    if isinstance(out, dict):
-        logits = out.pop("logits")[0]
-        features = {k.removeprefix("tap:"): v[0] for k, v in out.items()}
-    else:
-        logits, features = out[0], {}
-    return logits.float(), features
+    full = out.pop("full")[0].float()
+    maps = dict(zip([name for name, _ in layout], torch.split(full, [n for _, n in layout]), strict=True))
+    return {**maps, **{name: value[0].float() for name, value in out.items()}}
 
 
 def _output_device(compute: torch.device, voxels: int, channels: int) -> torch.device:
@@ -150,7 +174,7 @@ def _output_device(compute: torch.device, voxels: int, channels: int) -> torch.d
 
 
 def argmax_labels(probabilities: torch.Tensor, slab: int = 16) -> torch.Tensor:
-    """``(k, j, i)`` uint8 argmax over the class axis of ``(C, k, j, i)`` probabilities.
+    """``(k, j, i)`` uint8 argmax over the class axis of ``(C, k, j, i)`` probabilities (or logits).
 
     Works slab by slab along k: a whole-volume argmax makes an int64 temporary 8x the size of the
     label map (630 MB for a 512 x 512 x 300 CT).
@@ -175,18 +199,20 @@ def predict_volume(
     volume: Volume,
     package: ModelPackage,
     network: nn.Module | None = None,
+    head: SegWithUHead | None = None,
     device: str | torch.device = "auto",
     taps: Sequence[str] = (),
     progress: Progress | None = None,
 ) -> Prediction:
-    """Segment a volume: probabilities and labels on the input grid.
+    """Segment a volume: probabilities and labels (and, with a head, its maps) on the input grid.
 
     Args:
         volume: input image, any spacing and direction; raw intensities (HU for CT).
         package: model package (card gives spacing, normalisation, patch size, classes).
         network: an already loaded backbone (eval mode) to reuse; loaded from the package if None.
+        head: a SegWithU head for this backbone; its maps come from the same backbone pass.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        taps: submodule names whose outputs to return, blended on the model grid.
+        taps: submodule names whose outputs to return, blended on the model grid (without a head).
         progress: receives stages ``"preprocess"``, ``"inference"``, ``"resample"``.
 
     Returns:
@@ -202,6 +228,8 @@ def predict_volume(
     if network is None:
         network = load_backbone(package, dev)
     network = network.to(dev).eval()
+    if head is not None:
+        head = head.to(dev).eval()
     timings["load_model"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -214,16 +242,16 @@ def predict_volume(
     timings["preprocess"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    out_dev = _output_device(dev, int(np.prod(model_geometry.shape)), card.num_classes)
-    logits, features = sliding_window_logits(
-        network,
+    window_fn = head_window(network, head) if head is not None else backbone_window(network, taps)
+    channels = card.num_classes + (len(HEAD_MAPS) if head is not None else 0)
+    blended = sliding_window_maps(
+        window_fn,
         image,
         roi_size=card.patch_size,
         overlap=float(card.inference.get("overlap", 0.5)),
         sw_batch_size=int(card.inference.get("sw_batch_size", 2)),
-        taps=taps,
         progress=report,
-        output_device=out_dev,
+        output_device=_output_device(dev, int(np.prod(model_geometry.shape)), channels),
     )
     del image
     if dev.type == "cuda":
@@ -232,9 +260,23 @@ def predict_volume(
 
     start = time.perf_counter()
     report("resample", 0.0)
+    logits = blended.pop("logits")
+    shape = volume.geometry.shape
+    calibrated, maps = None, {}
     with torch.inference_mode():
-        probabilities = resize(torch.softmax(logits, dim=0), volume.geometry.shape)
-        labels = argmax_labels(probabilities)
+        # Logits (not probabilities) are resampled, as nnU-Net does: the label map, the probabilities
+        # and the tempered probabilities then share one argmax on the input grid, exactly.
+        resampled = resize(logits, shape)
+        probabilities = torch.softmax(resampled, dim=0)
+        labels = argmax_labels(resampled)
+        if head is not None:
+            maps = {name: resize(blended.pop(name), shape)[0] for name in HEAD_MAPS}
+            calibrated = torch.softmax(temper(resampled, maps["calibration"][None]), dim=0).cpu().numpy()
+            maps = {name: value.cpu().numpy() for name, value in maps.items()}
+            scale = card.head.get("error_probability")
+            if scale:
+                maps["error_probability"] = error_probability(maps["ranking"], scale["slope"], scale["intercept"])
+        del resampled
     report("resample", 1.0)
     timings["resample"] = time.perf_counter() - start
     return Prediction(
@@ -243,7 +285,20 @@ def predict_volume(
         geometry=volume.geometry,
         model_geometry=model_geometry,
         logits=logits.cpu(),
-        features={k: v.float().cpu() for k, v in features.items()},
+        features={k.removeprefix("tap:"): v.cpu() for k, v in blended.items() if k.startswith("tap:")},
+        calibrated_probabilities=calibrated,
+        maps=maps,
         timings=timings,
         device=str(dev),
     )
+
+
+def error_probability(ranking: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    """The ranking map as an estimated probability of error: ``sigmoid(slope * U_rnk + intercept)``.
+
+    Monotone (``slope > 0``), so it orders voxels exactly like the ranking map; the two numbers are
+    fitted on held-out calibration cases (see :func:`SegUncertaintyLib.calibration.fit_logistic`).
+    """
+    from scipy.special import expit
+
+    return expit(slope * ranking.astype(np.float32) + np.float32(intercept)).astype(np.float32)

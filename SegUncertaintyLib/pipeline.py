@@ -5,6 +5,11 @@ Outputs (in the output folder, all on the input's exact grid):
 * ``segmentation.<ext>``: uint8 label map (0 = background, n = ``classes[n]``);
 * ``probability_<class>.<ext>``: float32 probability of each foreground class (the background's
   is one minus their sum);
+* with ``uncertainty="segwithu"`` (the default when the model has a head), from the same backbone
+  pass: ``calibrated_probability_<class>.<ext>`` (tempered; same argmax), ``ranking.<ext>`` (higher =
+  more likely wrong), ``error_probability.<ext>`` (the ranking map scaled to an estimated
+  probability of error in [0, 1], for display), ``calibration.<ext>``, ``epistemic.<ext>`` and
+  ``aleatoric.<ext>``;
 * ``summary.json``: the files, the input geometry, the model, class volumes, timings, peak memory.
 
 Files appear whole or not at all (see :class:`StagedOutput`).
@@ -16,17 +21,20 @@ import os
 import re
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import __version__
+from .errors import ModelError
 from .inference import Prediction, predict_volume
 from .io import check_writable_suffix, read_volume, write_volume
 from .model.package import ModelPackage, load_package
 from .outputs import StagedOutput
 from .progress import Progress
+from .segwithu.training import has_head, load_head
 
 PREDICT_STAGES = {"read": 0.05, "preprocess": 0.05, "inference": 0.75, "resample": 0.05, "write": 0.1}
 
@@ -43,21 +51,65 @@ def safe_name(text: str) -> str:
 
 
 def class_volumes(prediction: Prediction, classes: list[str]) -> list[dict[str, Any]]:
-    """Per foreground class: voxel count, volume of the label map and expected volume (sum of probabilities), mL."""
+    """Per foreground class: voxel count, label-map volume and expected volume (sum of probabilities), mL.
+
+    With calibrated probabilities, also their expected volume.
+    """
     voxel_ml = prediction.geometry.voxel_volume_ml
     counts = np.bincount(prediction.labels.ravel(), minlength=len(classes))
     rows = []
     for index, name in enumerate(classes[1:], start=1):
-        rows.append(
-            {
-                "index": index,
-                "name": name,
-                "voxels": int(counts[index]),
-                "volume_ml": round(float(counts[index]) * voxel_ml, 4),
-                "expected_volume_ml": round(float(prediction.probabilities[index].sum(dtype=np.float64)) * voxel_ml, 4),
-            }
-        )
+        row = {
+            "index": index,
+            "name": name,
+            "voxels": int(counts[index]),
+            "volume_ml": round(float(counts[index]) * voxel_ml, 4),
+            "expected_volume_ml": round(float(prediction.probabilities[index].sum(dtype=np.float64)) * voxel_ml, 4),
+        }
+        if prediction.calibrated_probabilities is not None:
+            expected = float(prediction.calibrated_probabilities[index].sum(dtype=np.float64)) * voxel_ml
+            row["calibrated_expected_volume_ml"] = round(expected, 4)
+        rows.append(row)
     return rows
+
+
+def resolve_uncertainty(uncertainty: str, package: ModelPackage) -> str:
+    """``segwithu`` or ``none`` for a requested method (``auto``: the head when the package has one)."""
+    if uncertainty == "auto":
+        return "segwithu" if has_head(package) else "none"
+    if uncertainty == "segwithu" and not has_head(package):
+        raise ModelError(
+            f"model {package.card.name!r} has no uncertainty head; train one with seguncertainty train-head, "
+            "or use --uncertainty none"
+        )
+    if uncertainty not in ("segwithu", "none"):
+        raise ModelError(f"unknown uncertainty method {uncertainty!r}; use segwithu or none")
+    return uncertainty
+
+
+def write_outputs(
+    prediction: Prediction, classes: list[str], extension: str, path_for: Callable[[str], Path], progress: Progress
+) -> dict[str, Any]:
+    """Write every output of a prediction to ``path_for(file_name)``; returns the ``outputs`` entry of the summary."""
+    geometry = prediction.geometry
+    foreground = list(enumerate(classes[1:], start=1))
+    outputs: dict[str, Any] = {"segmentation": f"segmentation{extension}", "probabilities": {}}
+    jobs = [(outputs["segmentation"], prediction.labels)]
+    for index, name in foreground:
+        outputs["probabilities"][name] = f"probability_{safe_name(name)}{extension}"
+        jobs.append((outputs["probabilities"][name], prediction.probabilities[index]))
+    if prediction.calibrated_probabilities is not None:
+        outputs["calibrated_probabilities"] = {}
+        for index, name in foreground:
+            outputs["calibrated_probabilities"][name] = f"calibrated_probability_{safe_name(name)}{extension}"
+            jobs.append((outputs["calibrated_probabilities"][name], prediction.calibrated_probabilities[index]))
+    if prediction.maps:
+        outputs["maps"] = {name: f"{name}{extension}" for name in prediction.maps}
+        jobs += [(outputs["maps"][name], array) for name, array in prediction.maps.items()]
+    for done, (file_name, array) in enumerate(jobs, start=1):
+        write_volume(array, geometry, path_for(file_name))
+        progress("write", done / len(jobs))
+    return outputs
 
 
 def predict_to_files(
@@ -66,6 +118,7 @@ def predict_to_files(
     model: str | os.PathLike | ModelPackage | None = None,
     device: str = "auto",
     file_format: str = "nrrd",
+    uncertainty: str = "auto",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Segment a volume file and write the outputs.
@@ -76,6 +129,7 @@ def predict_to_files(
         model: bundled model name, package folder, or an already loaded package (default model if None).
         device: ``auto``, ``cpu`` or ``cuda``.
         file_format: ``nrrd``, ``nii.gz``, ``nii`` or ``mha``.
+        uncertainty: ``segwithu``, ``none``, or ``auto`` (``segwithu`` when the model has a head).
         progress: receives the stages of :data:`PREDICT_STAGES`.
 
     Returns:
@@ -86,6 +140,8 @@ def predict_to_files(
     check_writable_suffix(Path("x" + extension))
     started = time.perf_counter()
     package = model if isinstance(model, ModelPackage) else load_package(model)
+    method = resolve_uncertainty(uncertainty, package)
+    head = load_head(package) if method == "segwithu" else None
     report("read", 0.0)
     t0 = time.perf_counter()
     volume = read_volume(input_path)
@@ -93,17 +149,11 @@ def predict_to_files(
     report("read", 1.0)
 
     with StagedOutput(output_dir) as out:  # the folder is checked before the slow part
-        prediction = predict_volume(volume, package, device=device, progress=report)
+        prediction = predict_volume(volume, package, head=head, device=device, progress=report)
         report("write", 0.0)
         t0 = time.perf_counter()
         classes = package.card.classes
-        outputs: dict[str, Any] = {"segmentation": f"segmentation{extension}", "probabilities": {}}
-        write_volume(prediction.labels, volume.geometry, out.stage(outputs["segmentation"]))
-        for index, name in enumerate(classes[1:], start=1):
-            file_name = f"probability_{safe_name(name)}{extension}"
-            write_volume(prediction.probabilities[index], volume.geometry, out.stage(file_name))
-            outputs["probabilities"][name] = file_name
-            report("write", index / max(len(classes) - 1, 1))
+        outputs = write_outputs(prediction, classes, extension, out.stage, report)
         timings = {"read": read_seconds, **prediction.timings, "write": time.perf_counter() - t0}
         timings["total"] = time.perf_counter() - started
         summary = {
@@ -112,6 +162,7 @@ def predict_to_files(
             "input": {"path": str(Path(input_path).resolve()), "geometry": volume.geometry.to_dict()},
             "model": {"name": package.card.name, "path": str(package.path.resolve()), "classes": classes},
             "model_grid": prediction.model_geometry.to_dict(),
+            "uncertainty": method,
             "device": prediction.device,
             "outputs": outputs,
             "classes": class_volumes(prediction, classes),

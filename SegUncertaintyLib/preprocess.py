@@ -3,7 +3,7 @@
 Resampling keeps the volume's direction and physical box and changes only the voxel size (see
 :meth:`Geometry.resampled`), so going back to the input grid is the inverse resize. Both ways use
 ``torch.nn.functional.interpolate`` with ``align_corners=False``, which matches that geometry
-exactly, runs on the GPU when there is one, and works channel-wise on probability maps.
+exactly, runs on the GPU when there is one, and works channel-wise on logits and maps.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from .model.package import Normalization
-from .volume import Geometry
 
 
 def normalize_intensities(array: np.ndarray, norm: Normalization) -> np.ndarray:
@@ -40,15 +39,10 @@ def normalize_intensities(array: np.ndarray, norm: Normalization) -> np.ndarray:
     return out
 
 
-def needs_resampling(source: Geometry, target: Geometry) -> bool:
-    """True unless both grids have the same shape (the box is shared by construction)."""
-    return source.shape != target.shape
-
-
 def resize(tensor: torch.Tensor, shape: tuple[int, int, int], mode: str = "trilinear") -> torch.Tensor:
     """Resize a ``(C, D, H, W)`` (or ``(B, C, D, H, W)``) tensor to spatial ``shape``, edge-aligned.
 
-    ``mode`` is ``"trilinear"`` for intensities and probabilities, ``"nearest-exact"`` for labels.
+    ``mode`` is ``"trilinear"`` for intensities, logits and maps, ``"nearest-exact"`` for labels.
     The result keeps the input's dtype for floating tensors.
     """
     if tuple(tensor.shape[-3:]) == tuple(shape):

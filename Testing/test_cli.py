@@ -57,7 +57,7 @@ def oblique_demo(tmp_path):
 
 def test_predict_writes_outputs_on_the_exact_input_grid(capsys, tmp_path, oblique_demo):
     out = tmp_path / "out"
-    status, events, _ = run_cli(capsys, *predict_args(oblique_demo, out))
+    status, events, _ = run_cli(capsys, *predict_args(oblique_demo, out, "--uncertainty", "none"))
     assert status == 0
     assert events[-1]["event"] == "done"
     progress = [e for e in events if e["event"] == "progress"]

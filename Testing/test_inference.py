@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from SegUncertaintyLib.errors import ModelError
-from SegUncertaintyLib.inference import count_windows, predict_volume, resolve_device, sliding_window_logits
+from SegUncertaintyLib.inference import (
+    backbone_window,
+    count_windows,
+    predict_volume,
+    resolve_device,
+    sliding_window_maps,
+)
 from SegUncertaintyLib.io import read_volume
 from SegUncertaintyLib.metrics import dice
 from SegUncertaintyLib.model.backbones import load_backbone
@@ -83,9 +89,10 @@ def test_sliding_window_visits_every_window_and_returns_taps(bundled_package, ne
     def progress(stage, fraction, message=None):
         calls.append(fraction)
 
-    logits, features = sliding_window_logits(
-        network, image, (48, 48, 48), overlap=0.5, sw_batch_size=1, taps=["bottleneck"], progress=progress
+    maps = sliding_window_maps(
+        backbone_window(network, ["bottleneck"]), image, (48, 48, 48), overlap=0.5, sw_batch_size=1, progress=progress
     )
+    logits, features = maps["logits"], {"bottleneck": maps["tap:bottleneck"]}
     assert logits.shape == (2, 70, 60, 50)
     assert len(calls) == count_windows((70, 60, 50), (48, 48, 48), 0.5) == 2 * 2 * 2
     assert calls[-1] == 1.0

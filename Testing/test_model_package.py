@@ -34,9 +34,9 @@ def test_bundled_package_loads_with_its_trained_weights(bundled_package):
 
 def test_card_round_trip_keeps_unknown_sections(bundled_package):
     data = bundled_package.card.to_dict()
-    data["head"] = {"file": "head.safetensors", "probes": 8}
+    data["fragility"] = {"steps": 8, "radii_mm": [1, 2]}  # a section this version does not know
     card = ModelCard.from_dict(json.loads(json.dumps(data)))
-    assert card.extra == {"head": {"file": "head.safetensors", "probes": 8}}
+    assert card.extra == {"fragility": {"steps": 8, "radii_mm": [1, 2]}}
     assert card.to_dict() == data
 
 

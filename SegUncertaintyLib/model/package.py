@@ -63,6 +63,7 @@ class ModelCard:
     taps: list[dict[str, Any]] = field(default_factory=list)  # [{"name": submodule, "channels": n}] the head reads
     files: dict[str, str] = field(default_factory=dict)  # weights file name -> SHA-256
     training: dict[str, Any] = field(default_factory=dict)
+    head: dict[str, Any] = field(default_factory=dict)  # the uncertainty head, when the package has one
     extra: dict[str, Any] = field(default_factory=dict)  # sections added by later stages (head, ...)
 
     @property
@@ -83,7 +84,7 @@ class ModelCard:
         if fmt != CARD_FORMAT:
             raise ModelError(f"{source}: unsupported format {fmt!r} (expected {CARD_FORMAT!r})")
         known = {f for f in cls.__dataclass_fields__ if f != "extra"}
-        optional = {"description", "licence", "inference", "taps", "files", "training"}
+        optional = {"description", "licence", "inference", "taps", "files", "training", "head"}
         missing = sorted(known - set(data) - optional)
         if missing:
             raise ModelError(f"{source}: missing field(s) {', '.join(missing)}")

@@ -1,0 +1,362 @@
+"""Training the SegWithU head on a frozen backbone, and loading it back from a model package.
+
+The head learns from the **head-calibration split**, never from the backbone's training cases:
+on its own training cases a backbone makes fewer and easier errors than on new ones. That split is
+divided by patient into a part the head is fitted on and a part for early stopping (and for
+fitting the error-probability scale of the ranking map). The backbone is in eval mode, every one
+of its parameters has ``requires_grad=False``, and its forward pass runs under ``no_grad``: no
+gradient can reach it and its weights never change.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..calibration import fit_logistic
+from ..data.cases import Case
+from ..data.datasets import load_dataset_cases
+from ..errors import DataError, ModelError, SegUncertaintyError
+from ..inference import predict_volume, resolve_device
+from ..metrics import aurc, auroc, expected_calibration_error
+from ..model.backbones import FeatureTaps, load_backbone, load_weights, write_weights
+from ..model.package import ModelPackage, load_package, write_card
+from ..patches import PatchSampler, centred_patch
+from ..preprocess import normalize_intensities
+from ..progress import Progress
+from ..uncertainty import max_softmax_uncertainty
+from .losses import LossWeights, head_loss
+from .network import HeadConfig, SegWithUHead
+
+HEAD_FILE = "head.safetensors"
+
+
+@dataclass
+class HeadTrainingConfig:
+    """Every knob of head training, with the defaults used for the bundled head."""
+
+    data: str = "lidc"
+    fusion_channels: int = 8
+    probes: int = 8
+    batch_size: int = 4
+    max_epochs: int = 100
+    patience: int = 10
+    learning_rate: float = 1e-3
+    min_learning_rate: float = 3e-4
+    weight_decay: float = 0.01
+    grad_clip: float = 12.0
+    foreground_fraction: float = 0.33
+    validation_fraction: float = 0.2
+    seed: int = 0
+    calibration_limit: int | None = None
+    eval_split: str = "test"
+    eval_limit: int | None = None
+    losses: LossWeights = field(default_factory=LossWeights)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
+            raise SegUncertaintyError("batch size, epochs and patience must be at least 1")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise SegUncertaintyError("the validation fraction must be between 0 and 1")
+
+
+def has_head(package: ModelPackage) -> bool:
+    """True when the package carries a trained SegWithU head."""
+    return bool(package.card.head) and HEAD_FILE in package.card.files
+
+
+def load_head(package: ModelPackage, device: torch.device | str = "cpu") -> SegWithUHead:
+    """The package's trained head, in eval mode, on ``device``."""
+    if not has_head(package):
+        raise ModelError(
+            f"model {package.card.name!r} has no uncertainty head; train one with: seguncertainty train-head"
+        )
+    try:
+        head = SegWithUHead(HeadConfig(**package.card.head["config"]))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ModelError(f"the head section of {package.path / 'model.json'} is malformed: {exc}") from None
+    load_weights(head, package.file(HEAD_FILE), package.card.files[HEAD_FILE])
+    return head.to(device).eval()
+
+
+def freeze(network: nn.Module) -> nn.Module:
+    """Eval mode and ``requires_grad=False`` on every parameter."""
+    network.eval()
+    for parameter in network.parameters():
+        parameter.requires_grad_(False)
+    return network
+
+
+def split_by_patient(cases: Sequence[Case], fraction: float, seed: int) -> tuple[list[Case], list[Case]]:
+    """``(fit, validation)``: about ``fraction`` of the patients (at least one) go to validation.
+
+    With a single patient both parts are that patient's cases (a smoke-test data set).
+    """
+    patients = sorted({c.patient_id for c in cases})
+    if len(patients) < 2:
+        return list(cases), list(cases)
+    order = np.random.default_rng(seed).permutation(len(patients))
+    held = {patients[i] for i in order[: max(1, round(fraction * len(patients)))]}
+    return [c for c in cases if c.patient_id not in held], [c for c in cases if c.patient_id in held]
+
+
+def backbone_outputs(
+    backbone: nn.Module, tap_names: list[str], x: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Frozen logits and tapped features of a batch (no autograd history)."""
+    with torch.no_grad(), FeatureTaps(backbone, tap_names) as taps:
+        logits = backbone(x)
+    return logits, [taps.features[name] for name in tap_names]
+
+
+def _validation_batch(images: list[np.ndarray], cases: list[Case], patch: tuple[int, int, int]) -> tuple:
+    """One fixed patch per case, centred on its consensus foreground (or its middle)."""
+    xs, ys = [], []
+    for image, case in zip(images, cases, strict=True):
+        labels = np.asarray(case.majority, np.int64)
+        foreground = np.argwhere(labels > 0)
+        centre = foreground.mean(axis=0).round().astype(int) if len(foreground) else np.array(labels.shape) // 2
+        x, y = centred_patch(image, labels, centre, patch)
+        xs.append(x)
+        ys.append(y)
+    return torch.from_numpy(np.stack(xs)[:, None].astype(np.float32)), torch.from_numpy(np.stack(ys))
+
+
+def _parameter_groups(head: nn.Module, weight_decay: float) -> list[dict]:
+    # Decay conv weights only: scales, norms and the two rank scalars are not shrunk towards 0.
+    decay = [p for p in head.parameters() if p.dim() > 1]
+    keep = [p for p in head.parameters() if p.dim() <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+
+
+def evaluate_head(
+    package: ModelPackage,
+    backbone: nn.Module,
+    head: SegWithUHead,
+    cases: Sequence[Case],
+    device: str,
+    progress: Progress | None = None,
+    stage: str = "evaluate",
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Whole-case metrics of the head against the raters' majority vote, pooled over all voxels.
+
+    Returns:
+        The metrics, and the pooled ranking scores and error labels (to fit the error-probability scale).
+    """
+    ranking, msp, errors, conf_raw, conf_cal, correct = [], [], [], [], [], []
+    for n, case in enumerate(cases):
+        prediction = predict_volume(case.volume, package, network=backbone, head=head, device=device)
+        wrong = prediction.labels != np.asarray(case.majority, np.uint8)
+        ranking.append(prediction.maps["ranking"].ravel())
+        msp.append(max_softmax_uncertainty(prediction.probabilities).ravel())
+        errors.append(wrong.ravel())
+        conf_raw.append(prediction.probabilities.max(axis=0).ravel())
+        conf_cal.append(prediction.calibrated_probabilities.max(axis=0).ravel())
+        correct.append(~wrong.ravel())
+        if progress is not None:
+            progress(stage, (n + 1) / len(cases))
+    ranking, msp, errors = np.concatenate(ranking), np.concatenate(msp), np.concatenate(errors)
+    conf_raw, conf_cal, correct = np.concatenate(conf_raw), np.concatenate(conf_cal), np.concatenate(correct)
+
+    def significant(value: float) -> float:
+        return float(f"{value:.4g}")
+
+    metrics = {
+        "cases": len(cases),
+        "voxels": int(errors.size),
+        "error_rate": significant(errors.mean()),
+        "auroc_ranking": significant(auroc(ranking, errors)),
+        "auroc_max_softmax": significant(auroc(msp, errors)),
+        "aurc_ranking": significant(aurc(ranking, errors)),
+        "aurc_max_softmax": significant(aurc(msp, errors)),
+        "ece_raw": significant(expected_calibration_error(conf_raw, correct)),
+        "ece_calibrated": significant(expected_calibration_error(conf_cal, correct)),
+        "voxel_set": "all voxels of the cases, pooled; reference: the raters' majority vote",
+    }
+    return metrics, ranking, errors
+
+
+@dataclass
+class FitResult:
+    epochs: int
+    best_epoch: int
+    history: list[float]  # validation loss after every epoch
+    seconds: float
+
+
+def _fit_head(
+    head: SegWithUHead,
+    backbone: nn.Module,
+    sampler: PatchSampler,
+    validation: tuple[torch.Tensor, torch.Tensor],
+    config: HeadTrainingConfig,
+    fit_cases: int,
+    device: torch.device,
+    report: Progress,
+) -> FitResult:
+    """AdamW with cosine decay, one patch per fit case per epoch; keeps the weights of the epoch
+    with the lowest validation loss and stops after ``patience`` epochs without a better one."""
+    steps_per_epoch = math.ceil(fit_cases / config.batch_size)
+    total_steps = steps_per_epoch * config.max_epochs
+    optimizer = torch.optim.AdamW(_parameter_groups(head, config.weight_decay), lr=config.learning_rate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps, eta_min=config.min_learning_rate)
+    generator = torch.Generator().manual_seed(config.seed)
+    tap_names = head.tap_names
+    val_x, val_y = validation
+
+    def validation_loss() -> float:
+        head.eval()
+        losses = []
+        with torch.no_grad():
+            for start in range(0, len(val_x), config.batch_size):
+                x, y = val_x[start : start + config.batch_size].to(device), val_y[start : start + config.batch_size]
+                logits, features = backbone_outputs(backbone, tap_names, x)
+                fixed = torch.Generator().manual_seed(12345)  # the same pairs at every validation
+                loss = head_loss(head(logits, features), logits, y.to(device), config.losses, fixed)[0]
+                losses.append(loss.item() * len(x))
+        head.train()
+        return sum(losses) / len(val_x)
+
+    start_time = time.perf_counter()
+    best = (validation_loss(), 0, copy.deepcopy(head.state_dict()))
+    history: list[float] = []
+    head.train()
+    for epoch in range(1, config.max_epochs + 1):
+        for step in range(steps_per_epoch):
+            x, y = sampler.sample(config.batch_size)
+            logits, features = backbone_outputs(backbone, tap_names, x.to(device))
+            loss, _ = head_loss(head(logits, features), logits, y[:, 0].to(device), config.losses, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(head.parameters(), config.grad_clip)
+            optimizer.step()
+            schedule.step()
+            done = ((epoch - 1) * steps_per_epoch + step + 1) / total_steps
+            report("train", done, f"epoch {epoch}, loss {loss.item():.4f}, best val {best[0]:.4f} (epoch {best[1]})")
+        current = validation_loss()
+        history.append(round(current, 5))
+        if current < best[0]:
+            best = (current, epoch, copy.deepcopy(head.state_dict()))
+        elif epoch - best[1] >= config.patience:
+            break
+    seconds = time.perf_counter() - start_time
+    head.load_state_dict(best[2])
+    head.eval()
+    report("train", 1.0, f"stopped after epoch {epoch}; best validation loss {best[0]:.4f} at epoch {best[1]}")
+    return FitResult(epochs=epoch, best_epoch=best[1], history=history, seconds=seconds)
+
+
+def train_head(
+    model: str | Path,
+    config: HeadTrainingConfig,
+    cache_dir: Path | None = None,
+    device: str = "auto",
+    command: str = "",
+    progress: Progress | None = None,
+) -> dict:
+    """Train a SegWithU head for a model package's frozen backbone and add it to the package.
+
+    Args:
+        model: bundled model name or package folder (the head is written into that folder).
+        config: training settings.
+        cache_dir: where ``prepare-data`` wrote the data set.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        command: the command line, recorded in the card.
+        progress: receives stages ``"load"``, ``"train"``, ``"validate"``, ``"evaluate"``.
+
+    Returns:
+        The card's new ``head`` section.
+    """
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    # The pairwise loss gathers with repeated indices; its backward only sums them in a fixed order
+    # in deterministic mode (on a GPU a few ops have no deterministic kernel: they warn instead).
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _train_head(model, config, cache_dir, device, command, progress)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _train_head(
+    model: str | Path,
+    config: HeadTrainingConfig,
+    cache_dir: Path | None,
+    device: str,
+    command: str,
+    progress: Progress | None,
+) -> dict:
+    report = progress or Progress()
+    dev = resolve_device(device)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    package = load_package(model)
+    card = package.card
+    if not card.taps:
+        raise ModelError(f"model {card.name!r} names no feature taps in its card; the head needs them")
+    backbone = freeze(load_backbone(package, dev))
+    head_config = HeadConfig(
+        taps=card.taps, num_classes=card.num_classes, fusion_channels=config.fusion_channels, probes=config.probes
+    )
+    head = SegWithUHead(head_config).to(dev)
+    FeatureTaps(backbone, head.tap_names).close()  # fail early, clearly, on a tap the backbone lacks
+
+    report("load", 0.0)
+    cases = load_dataset_cases(config.data, "calibration", cache_dir, config.calibration_limit)
+    for case in cases:
+        if not np.allclose(case.geometry.spacing, card.target_spacing_mm, atol=1e-3):
+            raise DataError(f"case {case.case_id} is not on the model's {card.target_spacing_mm} mm grid")
+    fit_cases, validation_cases = split_by_patient(cases, config.validation_fraction, config.seed)
+    images = {c.case_id: normalize_intensities(c.image, card.normalization) for c in cases}
+    sampler = PatchSampler(
+        [images[c.case_id] for c in fit_cases],
+        [np.asarray(c.majority, np.uint8)[None] for c in fit_cases],
+        card.patch_size,
+        config.foreground_fraction,
+        rng,
+        augment=False,  # the head must learn the backbone's errors on images as they come
+    )
+    val_x, val_y = _validation_batch([images[c.case_id] for c in validation_cases], validation_cases, card.patch_size)
+    report("load", 1.0, f"{len(fit_cases)} fit / {len(validation_cases)} validation cases")
+
+    fit = _fit_head(head, backbone, sampler, (val_x, val_y), config, len(fit_cases), dev, report)
+
+    validation, scores, errors = evaluate_head(package, backbone, head, validation_cases, str(dev), report, "validate")
+    slope, intercept = fit_logistic(scores, errors)
+    held_out_cases = load_dataset_cases(config.data, config.eval_split, cache_dir, config.eval_limit)
+    held_out = evaluate_head(package, backbone, head, held_out_cases, str(dev), report)[0]
+    package.card.files[HEAD_FILE] = write_weights(head, package.file(HEAD_FILE))
+    package.card.head = {
+        "method": "segwithu",
+        "file": HEAD_FILE,
+        "config": head_config.to_dict(),
+        "error_probability": {"slope": slope, "intercept": intercept},
+        "training": {
+            "command": command,
+            "seconds": round(fit.seconds, 1),
+            "device": str(dev),
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+            "data": {
+                "dataset": config.data,
+                "split": "calibration",
+                "fit_cases": len(fit_cases),
+                "validation_cases": len(validation_cases),
+            },
+            "config": asdict(config),
+            "epochs": fit.epochs,
+            "best_epoch": fit.best_epoch,
+            "validation_loss": fit.history,
+        },
+        "validation": validation,
+        "held_out": {"split": config.eval_split, **held_out},
+    }
+    write_card(package.card, package.path)
+    return package.card.head
