@@ -38,6 +38,11 @@ def _device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the network runs")
 
 
+def _held_out_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--eval-split", choices=("calibration", "test"), help="held-out split (default: test)")
+    parser.add_argument("--eval-limit", type=int, help="evaluate on only this many held-out cases")
+
+
 def _uncertainty_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--uncertainty",
@@ -97,8 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dropout", type=float, help="dropout probability in every conv block (default: 0)")
     train.add_argument("--seed", type=int, help="seed of patch sampling and initialisation (default: 0)")
     train.add_argument("--train-limit", type=int, help="use only this many training cases")
-    train.add_argument("--eval-split", choices=("calibration", "test"), help="held-out split (default: test)")
-    train.add_argument("--eval-limit", type=int, help="evaluate on only this many held-out cases")
+    _held_out_options(train)
     _device_option(train)
     _progress_option(train)
 
@@ -117,8 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     head.add_argument("--probes", type=int, help="rank-1 posterior probes, a power of two (default: 8)")
     head.add_argument("--seed", type=int, help="seed (default: 0)")
     head.add_argument("--calibration-limit", type=int, help="use only this many calibration cases")
-    head.add_argument("--eval-split", choices=("calibration", "test"), help="held-out split (default: test)")
-    head.add_argument("--eval-limit", type=int, help="evaluate on only this many held-out cases")
+    _held_out_options(head)
     _device_option(head)
     _progress_option(head)
     return parser
@@ -168,19 +171,24 @@ def _prepare(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     return {"dataset": str(root)}
 
 
+def given_options(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The options among ``names`` the user set (unset ones are None: the config's defaults apply)."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
 TRAIN_OPTIONS = "name data iterations batch_size learning_rate dropout seed train_limit eval_split eval_limit".split()
 
 
 def _train(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     from .training import BackboneConfig, train_backbone
 
-    options = {name: getattr(args, name) for name in TRAIN_OPTIONS}
+    options = given_options(args, TRAIN_OPTIONS)
     if args.filters is not None:
         try:
             options["filters"] = tuple(int(f) for f in args.filters.split(","))
         except ValueError:
             raise SegUncertaintyError(f"--filters must be comma-separated integers, got {args.filters!r}") from None
-    config = BackboneConfig(**{k: v for k, v in options.items() if v is not None})
+    config = BackboneConfig(**options)
     progress.stages = {"load": 0.02, "train": 0.9, "evaluate": 0.08}
     result = train_backbone(config, args.output, args.cache_dir, args.device, args.command_line, progress)
     held = result.held_out
@@ -202,8 +210,7 @@ HEAD_OPTIONS = (
 def _train_head(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     from .segwithu.training import HeadTrainingConfig, train_head
 
-    options = {name: getattr(args, name) for name in HEAD_OPTIONS}
-    config = HeadTrainingConfig(**{k: v for k, v in options.items() if v is not None})
+    config = HeadTrainingConfig(**given_options(args, HEAD_OPTIONS))
     progress.stages = {"load": 0.02, "train": 0.78, "validate": 0.05, "evaluate": 0.15}
     section = train_head(args.model, config, args.cache_dir, args.device, args.command_line, progress)
     if args.progress == "text":

@@ -34,7 +34,7 @@ from .io import check_writable_suffix, read_volume, write_volume
 from .model.package import ModelPackage, load_package
 from .outputs import StagedOutput
 from .progress import Progress
-from .segwithu.training import has_head, load_head
+from .segwithu.package import has_head, load_head
 
 PREDICT_STAGES = {"read": 0.05, "preprocess": 0.05, "inference": 0.75, "resample": 0.05, "write": 0.1}
 

@@ -9,3 +9,26 @@ def rotation(axis: np.ndarray, degrees: float) -> np.ndarray:
     k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
     angle = np.radians(degrees)
     return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+
+
+def predict_args(source, out, *extra, progress: str = "json") -> list[str]:
+    """Arguments of ``seguncertainty predict`` on the CPU."""
+    return [
+        "predict",
+        "--input",
+        str(source),
+        "--output-dir",
+        str(out),
+        "--device",
+        "cpu",
+        "--progress",
+        progress,
+        *extra,
+    ]
+
+
+def run_quietly(*args: str) -> int:
+    """Run the CLI on the CPU without progress output; returns the exit status."""
+    from SegUncertaintyLib.cli import main
+
+    return main([*args, "--device", "cpu", "--progress", "none"])

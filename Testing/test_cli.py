@@ -17,25 +17,9 @@ from SegUncertaintyLib.io import read_volume, write_volume
 from SegUncertaintyLib.model.package import BACKBONE_FILE, CARD_NAME
 from SegUncertaintyLib.resources import sample_path
 
-from .helpers import rotation
+from .helpers import predict_args, rotation
 
 DEMO = sample_path("lidc-nodule-demo.nrrd")
-
-
-def predict_args(source, out, *extra):
-    """``predict`` on the CPU with JSON progress."""
-    return [
-        "predict",
-        "--input",
-        str(source),
-        "--output-dir",
-        str(out),
-        "--device",
-        "cpu",
-        "--progress",
-        "json",
-        *extra,
-    ]
 
 
 def run_cli(capsys, *args):

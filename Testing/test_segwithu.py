@@ -8,7 +8,6 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from SegUncertaintyLib.cli import main
 from SegUncertaintyLib.errors import ModelError
 from SegUncertaintyLib.inference import predict_volume
 from SegUncertaintyLib.io import read_volume, write_volume
@@ -17,17 +16,10 @@ from SegUncertaintyLib.model.package import CARD_NAME, load_package
 from SegUncertaintyLib.resources import sample_path
 from SegUncertaintyLib.segwithu.losses import LossWeights, head_loss
 from SegUncertaintyLib.segwithu.network import HeadConfig, SegWithUHead, hadamard_patterns, temper
-from SegUncertaintyLib.segwithu.training import (
-    HEAD_FILE,
-    HeadTrainingConfig,
-    backbone_outputs,
-    freeze,
-    has_head,
-    load_head,
-    train_head,
-)
+from SegUncertaintyLib.segwithu.package import HEAD_FILE, has_head, load_head
+from SegUncertaintyLib.segwithu.training import HeadTrainingConfig, backbone_outputs, freeze, train_head
 
-from .helpers import rotation
+from .helpers import rotation, run_quietly
 
 DEMO = sample_path("lidc-nodule-demo.nrrd")
 
@@ -121,24 +113,7 @@ def test_predict_with_head_writes_every_map_on_the_input_grid(tmp_path, bundled_
     oblique = type(g)(g.shape, (0.8, 0.6, 1.5), (12.0, -40.0, 3.0), rotation([0.2, 1.0, -0.5], 27.0).ravel())
     source = write_volume(volume.array, oblique, tmp_path / "in.nrrd")
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "predict",
-                "--input",
-                str(source),
-                "--output-dir",
-                str(out),
-                "--device",
-                "cpu",
-                "--uncertainty",
-                "segwithu",
-                "--progress",
-                "none",
-            ]
-        )
-        == 0
-    )
+    assert run_quietly("predict", "--input", str(source), "--output-dir", str(out), "--uncertainty", "segwithu") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["uncertainty"] == "segwithu"
     maps = summary["outputs"]["maps"]
@@ -185,69 +160,15 @@ def test_multiclass_backbone_and_head_end_to_end_on_mni152(tmp_path, capsys):
     from SegUncertaintyLib.data.mni import load_mni152
 
     package = tmp_path / "mni"
+    tiny = "--data mni152 --batch-size 2".split()
     assert (
-        main(
-            [
-                "train-backbone",
-                "--data",
-                "mni152",
-                "--output",
-                str(package),
-                "--iterations",
-                "4",
-                "--filters",
-                "4,8,16",
-                "--batch-size",
-                "2",
-                "--device",
-                "cpu",
-                "--progress",
-                "none",
-            ]
-        )
-        == 0
+        run_quietly("train-backbone", "--output", str(package), *tiny, *"--iterations 4 --filters 4,8,16".split()) == 0
     )
-    assert (
-        main(
-            [
-                "train-head",
-                "--model",
-                str(package),
-                "--data",
-                "mni152",
-                "--max-epochs",
-                "1",
-                "--batch-size",
-                "1",
-                "--device",
-                "cpu",
-                "--progress",
-                "none",
-            ]
-        )
-        == 0
-    )
+    assert run_quietly("train-head", "--model", str(package), *tiny, "--max-epochs", "1") == 0
     template = load_mni152(resolution=2)
     source = write_volume(template.t1.array, template.t1.geometry, tmp_path / "t1.nii.gz")
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "predict",
-                "--input",
-                str(source),
-                "--model",
-                str(package),
-                "--output-dir",
-                str(out),
-                "--device",
-                "cpu",
-                "--progress",
-                "none",
-            ]
-        )
-        == 0
-    )
+    assert run_quietly("predict", "--input", str(source), "--model", str(package), "--output-dir", str(out)) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["uncertainty"] == "segwithu"
     assert list(summary["outputs"]["calibrated_probabilities"]) == ["csf", "gm", "wm"]
@@ -264,59 +185,16 @@ def test_tap_names_the_backbone_lacks_get_a_clear_error(package_copy, lidc_cache
     (package_copy / CARD_NAME).write_text(json.dumps(card))
     with pytest.raises(ModelError, match=r"decoder\.stage9"):
         train_head(package_copy, HeadTrainingConfig(**TINY), lidc_cache, "cpu")
-    status = main(
-        [
-            "train-head",
-            "--model",
-            str(package_copy),
-            "--cache-dir",
-            str(lidc_cache),
-            "--device",
-            "cpu",
-            "--max-epochs",
-            "1",
-            "--progress",
-            "none",
-        ]
+    status = run_quietly(
+        "train-head", "--model", str(package_copy), "--cache-dir", str(lidc_cache), "--max-epochs", "1"
     )
     assert status == 1 and "not found in the network" in capsys.readouterr().err
 
 
 def test_asking_for_segwithu_without_a_head_is_refused(package_copy, tmp_path, capsys):
-    status = main(
-        [
-            "predict",
-            "--input",
-            str(DEMO),
-            "--model",
-            str(package_copy),
-            "--output-dir",
-            str(tmp_path / "out"),
-            "--uncertainty",
-            "segwithu",
-            "--progress",
-            "none",
-        ]
-    )
-    assert status == 1 and "has no uncertainty head" in capsys.readouterr().err
+    args = ["predict", "--input", str(DEMO), "--model", str(package_copy), "--output-dir", str(tmp_path / "out")]
+    assert run_quietly(*args, "--uncertainty", "segwithu") == 1
+    assert "has no uncertainty head" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
-    # auto falls back to the backbone alone
-    assert (
-        main(
-            [
-                "predict",
-                "--input",
-                str(DEMO),
-                "--model",
-                str(package_copy),
-                "--output-dir",
-                str(tmp_path / "out"),
-                "--device",
-                "cpu",
-                "--progress",
-                "none",
-            ]
-        )
-        == 0
-    )
+    assert run_quietly(*args) == 0  # auto falls back to the backbone alone
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["uncertainty"] == "none"

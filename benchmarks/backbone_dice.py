@@ -12,29 +12,21 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
+from common import add_model_and_data_options  # first: puts the repository on the import path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from SegUncertaintyLib.data.lidc_dataset import load_cases  # noqa: E402
-from SegUncertaintyLib.metrics import dice  # noqa: E402
-from SegUncertaintyLib.model.backbones import load_backbone  # noqa: E402
-from SegUncertaintyLib.model.package import load_package  # noqa: E402
-from SegUncertaintyLib.progress import TextProgress  # noqa: E402
-from SegUncertaintyLib.training import evaluate_backbone  # noqa: E402
+from SegUncertaintyLib.data.lidc_dataset import load_cases
+from SegUncertaintyLib.metrics import dice
+from SegUncertaintyLib.model.backbones import load_backbone
+from SegUncertaintyLib.model.package import load_package
+from SegUncertaintyLib.progress import TextProgress
+from SegUncertaintyLib.training import evaluate_backbone
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="lidc-nodule")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--cache-dir", type=Path, default=None)
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--device", default="cpu")
+    add_model_and_data_options(parser)
     args = parser.parse_args()
 
     package = load_package(args.model)

@@ -6,9 +6,14 @@ included (resampling, normalisation, sliding window, blending, resampling back),
 writing files excluded. Peak memory per mode is measured in separate processes by
 ``benchmarks/predict_cost.py``.
 
+With ``--filters`` (e.g. ``32,64,128,256``) the bundled model's architecture is rebuilt with those
+widths and random weights, with a fresh head on the matching taps: the time of a forward pass does
+not depend on the weights, so this shows how the ratio changes with the backbone's size.
+
 Usage::
 
     python benchmarks/head_cost.py [--model lidc-nodule] [--sizes demo,128,256] [--repeats 5] [--device cpu]
+                                   [--filters 32,64,128,256]
 """
 
 from __future__ import annotations
@@ -17,20 +22,25 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+import torch
+from volumes import make_volume
 
-from volumes import make_volume  # noqa: E402
+from SegUncertaintyLib.inference import predict_volume, resolve_device
+from SegUncertaintyLib.model.backbones import build_backbone, dynunet_architecture, dynunet_taps, load_backbone
+from SegUncertaintyLib.model.package import ModelPackage, load_package
+from SegUncertaintyLib.segwithu.network import HeadConfig, SegWithUHead
+from SegUncertaintyLib.segwithu.package import load_head
 
-from SegUncertaintyLib.inference import predict_volume, resolve_device  # noqa: E402
-from SegUncertaintyLib.model.backbones import load_backbone  # noqa: E402
-from SegUncertaintyLib.model.package import load_package  # noqa: E402
-from SegUncertaintyLib.segwithu.training import load_head  # noqa: E402
+
+def untrained_pair(package: ModelPackage, filters: tuple[int, ...], device: torch.device) -> tuple:
+    """A randomly initialised backbone of the package's kind with ``filters``, and a fresh head on its taps."""
+    card = package.card
+    card.architecture = dynunet_architecture(card.in_channels, card.num_classes, filters)
+    card.taps = dynunet_taps(filters)
+    config = HeadConfig(**{**card.head["config"], "taps": card.taps})
+    return build_backbone(card.architecture).to(device).eval(), SegWithUHead(config).to(device).eval()
 
 
 def main() -> None:
@@ -39,12 +49,15 @@ def main() -> None:
     parser.add_argument("--sizes", default="demo,128,256")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--filters", default=None, help="time an untrained backbone of these widths instead")
     args = parser.parse_args()
-    import torch
 
     device = resolve_device(args.device)
     package = load_package(args.model)
-    backbone, head = load_backbone(package, device), load_head(package, device)
+    if args.filters:
+        backbone, head = untrained_pair(package, tuple(int(f) for f in args.filters.split(",")), device)
+    else:
+        backbone, head = load_backbone(package, device), load_head(package, device)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, device {device}\n"

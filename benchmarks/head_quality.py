@@ -21,34 +21,26 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
+from common import add_model_and_data_options  # first: puts the repository on the import path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from SegUncertaintyLib.data.lidc_dataset import iter_cases  # noqa: E402
-from SegUncertaintyLib.inference import predict_volume  # noqa: E402
-from SegUncertaintyLib.metrics import aurc, auroc, e_aurc, expected_calibration_error, region_around  # noqa: E402
-from SegUncertaintyLib.model.backbones import load_backbone  # noqa: E402
-from SegUncertaintyLib.model.package import load_package  # noqa: E402
-from SegUncertaintyLib.progress import TextProgress  # noqa: E402
-from SegUncertaintyLib.segwithu.training import load_head  # noqa: E402
-from SegUncertaintyLib.uncertainty import max_softmax_uncertainty, predictive_entropy  # noqa: E402
+from SegUncertaintyLib.data.lidc_dataset import iter_cases
+from SegUncertaintyLib.inference import predict_volume
+from SegUncertaintyLib.metrics import aurc, auroc, e_aurc, expected_calibration_error, region_around
+from SegUncertaintyLib.model.backbones import load_backbone
+from SegUncertaintyLib.model.package import load_package
+from SegUncertaintyLib.progress import TextProgress
+from SegUncertaintyLib.segwithu.package import load_head
+from SegUncertaintyLib.uncertainty import max_softmax_uncertainty, predictive_entropy
 
 METHODS = ("segwithu ranking", "max-softmax", "entropy")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="lidc-nodule")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--cache-dir", type=Path, default=None)
-    parser.add_argument("--limit", type=int, default=None)
+    add_model_and_data_options(parser)
     parser.add_argument("--margin-mm", type=float, default=3.0)
-    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
     package = load_package(args.model)

@@ -23,11 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from volumes import write_input  # noqa: E402
+from common import ROOT
+from volumes import write_input
 
 
 def run_predict(path: Path, out: Path, device: str, uncertainty: str) -> dict:

@@ -7,17 +7,14 @@ realistic lung texture, vessels and nodules without seams.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+import common  # noqa: F401  (first: puts the repository on the import path)
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from SegUncertaintyLib.io import read_volume, write_volume  # noqa: E402
-from SegUncertaintyLib.resources import sample_path  # noqa: E402
-from SegUncertaintyLib.volume import Geometry, Volume  # noqa: E402
+from SegUncertaintyLib.io import read_volume, write_volume
+from SegUncertaintyLib.resources import sample_path
+from SegUncertaintyLib.volume import Geometry, Volume
 
 SIZES = {
     "demo": None,

@@ -1,4 +1,4 @@
-"""Training the SegWithU head on a frozen backbone, and loading it back from a model package.
+"""Training the SegWithU head on a frozen backbone.
 
 The head learns from the **head-calibration split**, never from the backbone's training cases:
 on its own training cases a backbone makes fewer and easier errors than on new ones. That split is
@@ -28,7 +28,7 @@ from ..data.datasets import load_dataset_cases
 from ..errors import DataError, ModelError, SegUncertaintyError
 from ..inference import predict_volume, resolve_device
 from ..metrics import aurc, auroc, expected_calibration_error
-from ..model.backbones import FeatureTaps, load_backbone, load_weights, write_weights
+from ..model.backbones import FeatureTaps, load_backbone, write_weights
 from ..model.package import ModelPackage, load_package, write_card
 from ..patches import PatchSampler, centred_patch
 from ..preprocess import normalize_intensities
@@ -36,8 +36,7 @@ from ..progress import Progress
 from ..uncertainty import max_softmax_uncertainty
 from .losses import LossWeights, head_loss
 from .network import HeadConfig, SegWithUHead
-
-HEAD_FILE = "head.safetensors"
+from .package import HEAD_FILE
 
 
 @dataclass
@@ -67,25 +66,6 @@ class HeadTrainingConfig:
             raise SegUncertaintyError("batch size, epochs and patience must be at least 1")
         if not 0.0 < self.validation_fraction < 1.0:
             raise SegUncertaintyError("the validation fraction must be between 0 and 1")
-
-
-def has_head(package: ModelPackage) -> bool:
-    """True when the package carries a trained SegWithU head."""
-    return bool(package.card.head) and HEAD_FILE in package.card.files
-
-
-def load_head(package: ModelPackage, device: torch.device | str = "cpu") -> SegWithUHead:
-    """The package's trained head, in eval mode, on ``device``."""
-    if not has_head(package):
-        raise ModelError(
-            f"model {package.card.name!r} has no uncertainty head; train one with: seguncertainty train-head"
-        )
-    try:
-        head = SegWithUHead(HeadConfig(**package.card.head["config"]))
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ModelError(f"the head section of {package.path / 'model.json'} is malformed: {exc}") from None
-    load_weights(head, package.file(HEAD_FILE), package.card.files[HEAD_FILE])
-    return head.to(device).eval()
 
 
 def freeze(network: nn.Module) -> nn.Module:
