@@ -127,7 +127,7 @@ def region_around(masks: np.ndarray, radius_mm: float, spacing: tuple[float, flo
     """Voxels within ``radius_mm`` of any mask: the voxel set "around the prediction and the raters".
 
     Every error lies in (prediction ∪ reference); the margin adds the hard correct voxels next to
-    boundaries (reference/metrics.md §3.2). Distances are physical, so anisotropic grids are fine.
+    boundaries. Distances are physical, so anisotropic grids are fine.
 
     Args:
         masks: ``(M, k, j, i)`` bool masks, e.g. the prediction and every rater.

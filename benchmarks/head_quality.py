@@ -3,7 +3,7 @@
 For every test nodule, one prediction with the head gives the raw probabilities (max-softmax and
 entropy come from them), the calibrated probabilities and the ranking map. The reference is the
 raters' majority vote (>= 2 of 4); a voxel is an error where the segmentation differs from it.
-Two voxel sets (reference/metrics.md §3.2):
+Two voxel sets:
 
 * ``all``: every voxel of each case (crops of at least 48 mm around the nodule, 1 mm voxels);
 * ``roi``: voxels within 3 mm of the prediction or of any rater's outline (holds every error, and

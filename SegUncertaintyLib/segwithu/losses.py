@@ -1,4 +1,4 @@
-"""Losses that train the SegWithU head (``shared/reference/segwithu.md`` §3).
+"""Losses that train the SegWithU head (the seven terms of the published method, same weights).
 
 The error label of a voxel is ``e = [argmax z != y]`` from the frozen, untempered logits (tempering
 must not be able to change its own targets). Every term pools all voxels of the batch.

@@ -5,14 +5,17 @@ It reads the frozen backbone's logits ``z`` and a few decoder features, fuses th
 probes") with learned scales. How much the class probabilities move under those perturbations is
 the epistemic map; with an aleatoric map read from ``h`` and the top-2 margin it gives a
 calibration map ``U_cal`` (per-voxel temperature ``sqrt(1 + U_cal)``) and a ranking map ``U_rnk``
-(higher = more likely wrong). Reference: ``shared/reference/segwithu.md`` §2.
+(higher = more likely wrong). Method: Fu et al., "SegWithU: Uncertainty as Perturbation Energy for
+Single-Forward-Pass Risk-Aware Medical Image Segmentation", arXiv 2604.15271 (2026).
 
 Differences from the published code, each on purpose:
 
 * probe sign patterns are rows 1..R-1 of a Sylvester-Hadamard matrix (exactly +-1, zero-mean,
   mutually orthogonal), not signs of a DCT whose last row depends on float rounding;
 * the ranking map has no constant offset: no loss can train one (they are all shift-invariant);
-* ``R`` must be a power of two (Hadamard order).
+* ``R`` must be a power of two (Hadamard order);
+* the features are mixed spatially one level below full resolution (:class:`MultiScaleFusion`),
+  which keeps the head's cost near a third of a small backbone's on a CPU.
 """
 
 from __future__ import annotations
