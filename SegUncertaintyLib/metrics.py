@@ -1,10 +1,20 @@
-"""Segmentation metrics.
+"""Segmentation, uncertainty and multi-rater metrics (formulas in each docstring).
 
-Conventions: masks are bool arrays of any shape; two empty masks agree perfectly (Dice 1), which
-matters on multi-rater data where a rater may mark nothing.
+Conventions:
+
+* Voxel metrics score exactly the voxels they are given: the caller picks the voxel set (all
+  voxels, or :func:`region_around` the prediction and the raters, as ``seguncertainty evaluate``
+  does) by indexing the arrays, and should name it with the result.
+* Uncertainty scores are "higher = more likely wrong"; an error is a voxel whose predicted label
+  differs from the reference.
+* Masks are bool arrays of any shape; two empty masks agree perfectly (Dice 1, IoU 1), which
+  matters on multi-rater data where a rater may mark nothing.
+* Results are raw numbers (AURC is not scaled by 1000; CRPS is in the units of its input).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -65,6 +75,31 @@ def auroc(scores: np.ndarray, errors: np.ndarray) -> float:
     return float((ranks[errors].sum() - n_err * (n_err + 1) / 2.0) / (n_err * n_ok))
 
 
+def average_precision(scores: np.ndarray, errors: np.ndarray) -> float:
+    """Error-detection AUPRC as average precision: ``sum_n (R_n - R_(n-1)) P_n``.
+
+    Errors are the positive class; thresholds are the distinct scores from high to low (as
+    scikit-learn's ``average_precision_score``). A random score gives about the error rate.
+
+    Args:
+        scores: uncertainty per voxel (higher = more likely wrong), any shape.
+        errors: bool per voxel, same shape.
+
+    Returns:
+        AP in [0, 1]; NaN when there are no errors.
+    """
+    scores, errors = np.asarray(scores, np.float64).ravel(), np.asarray(errors, bool).ravel()
+    if not errors.any():
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    s, e = scores[order], errors[order]
+    last_of_threshold = np.r_[np.flatnonzero(s[1:] != s[:-1]), s.size - 1]
+    true_pos = np.cumsum(e)[last_of_threshold]
+    precision = true_pos / (last_of_threshold + 1)
+    recall = true_pos / true_pos[-1]
+    return float((np.diff(np.r_[0.0, recall]) * precision).sum())
+
+
 def risk_coverage(scores: np.ndarray, errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Risk-coverage curve: keep voxels in order of increasing uncertainty.
 
@@ -107,20 +142,89 @@ def e_aurc(scores: np.ndarray, errors: np.ndarray) -> float:
     return aurc(scores, errors) - optimal
 
 
+class CalibrationBins:
+    """Per-bin sums for a top-label reliability diagram and ECE, accumulated over any number of cases.
+
+    Bins are equal-width on [0, 1]: bin b holds confidences in ``[b/B, (b+1)/B)``, the last bin also
+    holds 1.0 (the MONAI and torchmetrics convention).
+    """
+
+    def __init__(self, bins: int = 15):
+        self.bins = bins
+        self.count = np.zeros(bins, np.int64)
+        self.confidence_sum = np.zeros(bins)
+        self.correct_sum = np.zeros(bins)
+
+    def add(self, confidence: np.ndarray, correct: np.ndarray) -> CalibrationBins:
+        """Add voxels: ``confidence`` (probability of the predicted class) and ``correct`` (bool), same shape."""
+        confidence = np.asarray(confidence, np.float64).ravel()
+        index = np.clip(np.floor(confidence * self.bins).astype(np.int64), 0, self.bins - 1)
+        self.count += np.bincount(index, minlength=self.bins)
+        self.confidence_sum += np.bincount(index, confidence, self.bins)
+        self.correct_sum += np.bincount(index, np.asarray(correct, np.float64).ravel(), self.bins)
+        return self
+
+    def ece(self) -> float:
+        """``sum_b |B_b| / N * |accuracy(B_b) - mean confidence(B_b)|``; NaN without voxels."""
+        total = self.count.sum()
+        if total == 0:
+            return float("nan")
+        return float(np.abs(self.correct_sum - self.confidence_sum).sum() / total)
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Non-empty bins: mean confidence, accuracy and voxel count, each ``(n_bins_used,)``."""
+        used = self.count > 0
+        n = self.count[used]
+        return self.confidence_sum[used] / n, self.correct_sum[used] / n, n
+
+
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
-    """Top-label ECE with equal-width bins: ``sum_b |B_b| / N * |accuracy(B_b) - mean confidence(B_b)|``.
+    """Top-label ECE with equal-width bins (Guo et al. 2017), see :class:`CalibrationBins`.
 
     Args:
-        confidence: probability of the predicted class per voxel, in [0, 1].
-        correct: bool per voxel, the prediction equals the reference.
-        bins: number of bins over (0, 1]; bin b holds confidences in ``((b-1)/bins, b/bins]``.
+        confidence: probability of the predicted class per voxel, in [0, 1], any shape.
+        correct: bool per voxel, the prediction equals the reference, same shape.
+        bins: number of equal-width bins.
     """
-    confidence = np.asarray(confidence, np.float64).ravel()
-    correct = np.asarray(correct, np.float64).ravel()
-    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
-    count = np.bincount(index, minlength=bins)
-    gap = np.abs(np.bincount(index, correct, bins) - np.bincount(index, confidence, bins))
-    return float(gap.sum() / max(count.sum(), 1))
+    return CalibrationBins(bins).add(confidence, correct).ece()
+
+
+def _flat_scored(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(C, N)`` float64 probabilities and the ``(N,)`` probability given to each voxel's reference label."""
+    p = np.asarray(probabilities, np.float64).reshape(len(probabilities), -1)
+    y = np.asarray(labels).ravel()
+    return p, p[y, np.arange(y.size)]
+
+
+def brier_score(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Multi-class Brier score ``mean_i sum_c (p_ic - [y_i = c])^2``.
+
+    For two classes this is twice the binary Brier score ``mean_i (p_i,fg - y_i,fg)^2``.
+
+    Args:
+        probabilities: ``(C, N...)`` class probabilities of the voxels to score.
+        labels: ``(N...)`` reference labels of the same voxels.
+    """
+    p, p_reference = _flat_scored(probabilities, labels)
+    if p_reference.size == 0:
+        return float("nan")
+    return float(((p**2).sum(axis=0) - 2.0 * p_reference + 1.0).mean())
+
+
+NLL_EPSILON = 1e-7
+
+
+def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """``-mean_i log p_{i, y_i}`` in nats, with probabilities clipped to ``[1e-7, 1]``.
+
+    Args:
+        probabilities: ``(C, N...)`` class probabilities of the voxels to score.
+        labels: ``(N...)`` reference labels of the same voxels.
+    """
+    _, p_reference = _flat_scored(probabilities, labels)
+    if p_reference.size == 0:
+        return float("nan")
+    return float(-np.log(np.clip(p_reference, NLL_EPSILON, 1.0)).mean())
 
 
 def region_around(masks: np.ndarray, radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
@@ -143,3 +247,164 @@ def region_around(masks: np.ndarray, radius_mm: float, spacing: tuple[float, flo
     if not union.any():
         return union
     return distance_transform_edt(~union, sampling=tuple(spacing)[::-1]) <= radius_mm
+
+
+def dice_per_class(prediction: np.ndarray, reference: np.ndarray, num_classes: int) -> list[float]:
+    """Dice of every foreground class ``1..C-1`` between two label maps (see :func:`dice`).
+
+    Args:
+        prediction: ``(...)`` integer labels.
+        reference: ``(...)`` integer labels (bool is class 1), same shape.
+        num_classes: C, background included.
+    """
+    prediction, reference = np.asarray(prediction), np.asarray(reference).astype(np.int64)
+    return [dice(prediction == c, reference == c) for c in range(1, num_classes)]
+
+
+def consensus_dice(prediction: np.ndarray, raters: np.ndarray, label: int = 1) -> float:
+    """Dice against the unanimous consensus, scored only where the raters agree (CURVAS style).
+
+    For class ``label``: the target is the voxels every rater gives that class; voxels where the
+    raters disagree (some give it, some do not) are left out of both masks.
+
+    Args:
+        prediction: ``(...)`` integer labels.
+        raters: ``(R, ...)`` label maps (bool for one foreground class).
+        label: the class to score.
+    """
+    marked = np.asarray(raters).astype(np.int64) == label
+    everyone, nobody = marked.all(axis=0), ~marked.any(axis=0)
+    agreed = everyone | nobody
+    return dice((np.asarray(prediction) == label) & agreed, everyone)
+
+
+def _pairwise_iou(a: np.ndarray, b: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(len(a), len(b))`` IoU averaged over foreground classes; IoU of two empty masks is 1."""
+    iou = np.zeros((len(a), len(b)))
+    for c in range(1, num_classes):
+        ma = (np.asarray(a) == c).reshape(len(a), -1).astype(np.float32)
+        mb = (np.asarray(b) == c).reshape(len(b), -1).astype(np.float32)
+        intersection = ma @ mb.T
+        union = ma.sum(1)[:, None] + mb.sum(1)[None, :] - intersection
+        iou += np.where(union > 0, intersection / np.maximum(union, 1), 1.0)
+    return iou / (num_classes - 1)
+
+
+def generalized_energy_distance(samples: np.ndarray, raters: np.ndarray, num_classes: int = 2) -> dict[str, float]:
+    """Squared generalised energy distance between predicted samples and raters (Kohl et al. 2018).
+
+    ``GED^2 = 2 E[d(S, Y)] - E[d(S, S')] - E[d(Y, Y')]`` with ``d = 1 - IoU`` (mean IoU over the
+    foreground classes; two empty masks have d = 0). Every expectation averages over all pairs,
+    i = j included (the V-statistic of the published LIDC code), so one sample gives
+    ``E[d(S, S')] = 0``.
+
+    Args:
+        samples: ``(S, ...)`` predicted label maps (one for a deterministic method).
+        raters: ``(R, ...)`` rater label maps (bool for one foreground class).
+        num_classes: C, background included.
+
+    Returns:
+        ``ged`` (GED^2), ``cross`` E[d(S, Y)], ``sample_diversity`` E[d(S, S')], ``rater_diversity`` E[d(Y, Y')].
+    """
+    samples, raters = np.asarray(samples).astype(np.int64), np.asarray(raters).astype(np.int64)
+    cross = float((1 - _pairwise_iou(samples, raters, num_classes)).mean())
+    within_s = float((1 - _pairwise_iou(samples, samples, num_classes)).mean())
+    within_y = float((1 - _pairwise_iou(raters, raters, num_classes)).mean())
+    return {
+        "ged": 2 * cross - within_s - within_y,
+        "cross": cross,
+        "sample_diversity": within_s,
+        "rater_diversity": within_y,
+    }
+
+
+def hungarian_matched_iou(samples: np.ndarray, raters: np.ndarray, num_classes: int = 2) -> float:
+    """Mean IoU of a one-to-one matching of samples to raters that maximises the total IoU.
+
+    When the counts differ, both sets are repeated up to their least common multiple before
+    matching (so 10 samples and 4 raters match 20 with 20). IoU as in :func:`generalized_energy_distance`.
+
+    Args:
+        samples: ``(S, ...)`` predicted label maps.
+        raters: ``(R, ...)`` rater label maps.
+        num_classes: C, background included.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    samples, raters = np.asarray(samples).astype(np.int64), np.asarray(raters).astype(np.int64)
+    iou = _pairwise_iou(samples, raters, num_classes)
+    n = math.lcm(len(samples), len(raters))
+    tiled = iou[np.ix_(np.arange(n) % len(samples), np.arange(n) % len(raters))]
+    rows, cols = linear_sum_assignment(tiled, maximize=True)
+    return float(tiled[rows, cols].mean())
+
+
+def soft_dice(probability: np.ndarray, frequency: np.ndarray) -> float:
+    """``2 sum(p q) / (sum p + sum q)`` between a foreground probability and the rater frequency map.
+
+    Args:
+        probability: predicted foreground probability per voxel, any shape.
+        frequency: fraction of raters marking each voxel, same shape.
+
+    Returns:
+        Soft Dice in [0, 1]; 1.0 when both maps are zero everywhere.
+    """
+    p, q = np.asarray(probability, np.float64), np.asarray(frequency, np.float64)
+    total = p.sum() + q.sum()
+    return 1.0 if total == 0 else float(2 * (p * q).sum() / total)
+
+
+def rater_disagreement(raters: np.ndarray) -> np.ndarray:
+    """Per-voxel variance of the raters' foreground indicator, ``f (1 - f)`` with f the rater frequency.
+
+    Args:
+        raters: ``(R, ...)`` label maps; any class > 0 counts as foreground.
+
+    Returns:
+        ``(...)`` float32 in [0, 0.25]: 0 where all raters agree, 0.25 at an even split.
+    """
+    frequency = (np.asarray(raters) > 0).mean(axis=0, dtype=np.float32)
+    return frequency * (1 - frequency)
+
+
+def normalized_cross_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """``mean((a - mean a)(b - mean b)) / (std a * std b)`` with population standard deviations.
+
+    Used between an uncertainty map and :func:`rater_disagreement` over a voxel set.
+
+    Returns:
+        NCC in [-1, 1]; NaN when either map is constant.
+    """
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    sa, sb = a.std(), b.std()
+    if sa == 0 or sb == 0:
+        return float("nan")
+    return float(((a - a.mean()) * (b - b.mean())).mean() / (sa * sb))
+
+
+def crps_ensemble(observation: float, forecasts: np.ndarray) -> float:
+    """CRPS of an empirical (ensemble) forecast: ``mean|v_m - x| - 1/(2 M^2) sum_mn |v_m - v_n|``.
+
+    No truncation: a forecast far from the observation costs in proportion to the distance. In the
+    units of the variable; one member gives the absolute error.
+
+    Args:
+        observation: the observed value x.
+        forecasts: ``(M,)`` forecast members.
+    """
+    v = np.asarray(forecasts, np.float64).ravel()
+    spread = np.abs(v[:, None] - v[None, :]).sum() / (2 * v.size**2)
+    return float(np.abs(v - observation).mean() - spread)
+
+
+def volume_crps(sample_volumes: np.ndarray, rater_volumes: np.ndarray) -> float:
+    """Mean over raters of :func:`crps_ensemble` of the predicted volumes against each rater's volume.
+
+    Args:
+        sample_volumes: ``(M,)`` volumes of the method's samples, mL (one for a deterministic method).
+        rater_volumes: ``(R,)`` volumes the raters drew, mL.
+
+    Returns:
+        CRPS in mL (lower is better).
+    """
+    return float(np.mean([crps_ensemble(v, sample_volumes) for v in np.asarray(rater_volumes, np.float64)]))

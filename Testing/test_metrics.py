@@ -1,17 +1,30 @@
-"""Metrics against a well-kept library (scikit-learn) and hand-computed cases."""
+"""Metrics against well-kept libraries (scikit-learn, torchmetrics, scoringrules, MONAI) and hand-computed cases."""
 
 import numpy as np
 import pytest
 
 from SegUncertaintyLib.calibration import fit_logistic
 from SegUncertaintyLib.metrics import (
+    CalibrationBins,
     aurc,
     auroc,
+    average_precision,
+    brier_score,
+    consensus_dice,
+    crps_ensemble,
     dice,
+    dice_per_class,
     e_aurc,
     expected_calibration_error,
+    generalized_energy_distance,
+    hungarian_matched_iou,
     majority_vote,
+    negative_log_likelihood,
+    normalized_cross_correlation,
+    rater_disagreement,
     risk_coverage,
+    soft_dice,
+    volume_crps,
 )
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
@@ -40,7 +53,7 @@ def test_risk_coverage_limits():
 
 
 def test_ece_hand_computed():
-    # two bins used: (0.6, 0.667] holds 0.65 x2 (1 correct), (0.933, 1] holds 0.95 x2 (2 correct)
+    # two bins used: [0.6, 0.667) holds 0.65 x2 (1 correct), [0.933, 1] holds 0.95 x2 (2 correct)
     confidence = np.array([0.65, 0.65, 0.95, 0.95])
     correct = np.array([1, 0, 1, 1], bool)
     expected = 0.5 * abs(0.5 - 0.65) + 0.5 * abs(1.0 - 0.95)
@@ -69,3 +82,135 @@ def test_majority_vote_ties_and_dice_conventions():
     np.testing.assert_array_equal(majority_vote(raters > 0), [True, True, True, True])
     assert dice(np.zeros(5, bool), np.zeros(5, bool)) == 1.0
     assert dice(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool)) == pytest.approx(0.5)
+
+
+def _binary_probabilities(rng, n):
+    logits = rng.normal(0, 2.5, n)
+    p = 1 / (1 + np.exp(-logits))
+    y = (rng.random(n) < 1 / (1 + np.exp(-0.7 * logits))).astype(int)  # miscalibrated on purpose
+    return np.stack([1 - p, p]), y
+
+
+def test_auprc_matches_scikit_learn_with_ties():
+    rng = np.random.default_rng(2)
+    errors = rng.random(30000) < 0.05
+    scores = np.round(rng.random(30000) + 0.5 * errors, 2)
+    reference = sklearn_metrics.average_precision_score(errors, scores)
+    assert average_precision(scores, errors) == pytest.approx(reference, abs=1e-6)
+    assert average_precision(rng.random(100000), rng.random(100000) < 0.2) == pytest.approx(0.2, abs=0.01)
+    assert np.isnan(average_precision(scores, np.zeros_like(errors)))
+
+
+def test_ece_matches_torchmetrics_top_label():
+    import torch
+    from torchmetrics.classification import MulticlassCalibrationError
+
+    rng = np.random.default_rng(3)
+    probabilities, labels = _binary_probabilities(rng, 50000)
+    predicted = probabilities.argmax(axis=0)
+    ours = expected_calibration_error(probabilities.max(axis=0), predicted == labels, bins=15)
+    metric = MulticlassCalibrationError(num_classes=2, n_bins=15, norm="l1")
+    theirs = metric(torch.from_numpy(probabilities.T.copy()), torch.from_numpy(labels)).item()
+    assert ours == pytest.approx(theirs, abs=1e-6)
+    assert ours > 0.01  # the data are miscalibrated, so the check is not trivially 0 == 0
+
+
+def test_calibration_bins_pool_like_one_array():
+    rng = np.random.default_rng(4)
+    confidence, correct = rng.uniform(0.5, 1, 9000), rng.random(9000) < 0.8
+    pooled = CalibrationBins().add(confidence[:4000], correct[:4000]).add(confidence[4000:], correct[4000:])
+    assert pooled.ece() == pytest.approx(expected_calibration_error(confidence, correct), abs=1e-12)
+    mean_confidence, accuracy, count = pooled.curve()
+    assert count.sum() == 9000 and np.all(np.diff(mean_confidence) > 0)
+    assert np.all(np.abs(accuracy - 0.8) < 0.1)  # correctness was drawn independently of confidence
+    assert np.isnan(CalibrationBins().ece())
+
+
+def test_brier_and_nll_match_scikit_learn():
+    rng = np.random.default_rng(5)
+    probabilities, labels = _binary_probabilities(rng, 20000)
+    # the multi-class Brier score is twice the binary one for two classes
+    binary = sklearn_metrics.brier_score_loss(labels, probabilities[1])
+    assert brier_score(probabilities, labels) == pytest.approx(2 * binary, abs=1e-6)
+    nll = sklearn_metrics.log_loss(labels, np.clip(probabilities.T, 1e-7, 1))
+    assert negative_log_likelihood(probabilities, labels) == pytest.approx(nll, abs=1e-6)
+    three = rng.dirichlet(np.ones(3), 500).T
+    y3 = rng.integers(0, 3, 500)
+    expected = np.mean([((three[:, i] - np.eye(3)[y3[i]]) ** 2).sum() for i in range(500)])
+    assert brier_score(three, y3) == pytest.approx(expected)
+
+
+def test_crps_matches_scoringrules_without_truncation():
+    import scoringrules
+
+    rng = np.random.default_rng(6)
+    members = rng.normal(70, 4, 10)
+    for observation in (69.0, 80.0, 170.0, 7000.0):
+        reference = float(scoringrules.crps_ensemble(observation, members, estimator="nrg"))
+        assert crps_ensemble(observation, members) == pytest.approx(reference, abs=1e-6)
+        assert crps_ensemble(observation, members) == pytest.approx(
+            float(scoringrules.crps_ensemble(observation, members)), abs=1e-6
+        )
+    # far outside the forecast the score keeps growing with the distance (no saturation)
+    assert crps_ensemble(7000.0, members) > 10 * crps_ensemble(170.0, members)
+    assert crps_ensemble(3.0, np.array([5.0])) == 2.0  # one member: the absolute error
+    assert volume_crps(np.array([5.0]), np.array([3.0, 7.0])) == 2.0
+
+
+def test_dice_matches_monai_with_explicit_batch_and_channel():
+    import torch
+    from monai.metrics import DiceMetric
+
+    rng = np.random.default_rng(7)
+    z, y, x = np.mgrid[:24, :30, :28]
+    truth = ((z - 12) ** 2 / 64 + (y - 15) ** 2 / 100 + (x - 14) ** 2 / 81) < 1
+    prediction = truth ^ (rng.random(truth.shape) < 0.03)
+    metric = DiceMetric(include_background=True, reduction="mean")
+    theirs = metric(torch.from_numpy(prediction[None, None]).float(), torch.from_numpy(truth[None, None]).float())
+    assert dice(prediction, truth) == pytest.approx(theirs.item(), abs=1e-6)
+    assert dice_per_class(prediction.astype(np.uint8), truth, 2) == [dice(prediction, truth)]
+
+
+def test_consensus_dice_ignores_disputed_voxels():
+    raters = np.array([[1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0]], bool)
+    # unanimous: voxels 0, 1 (all mark), 4, 5 (none mark); 2 and 3 are disputed
+    assert consensus_dice(np.array([1, 1, 1, 1, 0, 0]), raters) == 1.0
+    assert consensus_dice(np.array([1, 0, 1, 1, 0, 1]), raters) == pytest.approx(2 * 1 / (2 + 2))
+
+
+def test_generalized_energy_distance_hand_computed_and_limits():
+    a = np.array([[1, 1, 0, 0]], bool)
+    b = np.array([[0, 1, 1, 0]], bool)
+    raters = np.concatenate([a, b])
+    same = generalized_energy_distance(raters, raters)
+    assert same["ged"] == pytest.approx(0.0, abs=1e-12)
+    # one sample equal to a: d(a, a) = 0, d(a, b) = 1 - 1/3; rater pairs (aa, ab, ba, bb) -> mean 1/3
+    one = generalized_energy_distance(a, raters)
+    assert one["cross"] == pytest.approx(1 / 3)
+    assert one["sample_diversity"] == 0.0
+    assert one["rater_diversity"] == pytest.approx(1 / 3)
+    assert one["ged"] == pytest.approx(2 / 3 - 0 - 1 / 3)
+    # empty against empty is a perfect match
+    empty = np.zeros((2, 4), bool)
+    assert generalized_energy_distance(empty, empty)["ged"] == 0.0
+
+
+def test_hungarian_matched_iou():
+    raters = np.array([[1, 1, 0, 0], [0, 0, 1, 1]], bool)
+    assert hungarian_matched_iou(raters[::-1], raters) == 1.0  # the order of samples does not matter
+    assert hungarian_matched_iou(raters[:1], raters) == pytest.approx(0.5)  # one sample matched to both raters
+    three = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 1, 0, 0]], bool)
+    # tiled to lcm(3, 2) = 6: samples A A A A B B, raters A A A B B B -> five perfect pairs, one A-B pair (IoU 0)
+    assert hungarian_matched_iou(three, raters) == pytest.approx(5 / 6)
+
+
+def test_soft_dice_ncc_and_rater_disagreement():
+    frequency = np.array([0.0, 0.25, 0.5, 1.0])
+    assert soft_dice(frequency, frequency) == pytest.approx(2 * (frequency**2).sum() / (2 * frequency.sum()))
+    assert soft_dice(np.zeros(3), np.zeros(3)) == 1.0
+    raters = np.array([[1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]], bool)
+    np.testing.assert_allclose(rater_disagreement(raters), [0, 0.25, 0.1875, 0])
+    u = np.array([0.1, 0.9, 0.5, 0.2])
+    assert normalized_cross_correlation(u, 3 * u + 1) == pytest.approx(1.0)
+    assert normalized_cross_correlation(u, -u) == pytest.approx(-1.0)
+    assert np.isnan(normalized_cross_correlation(u, np.ones(4)))
