@@ -1,9 +1,10 @@
 """The ``seguncertainty`` command.
 
-Subcommands: ``predict``, ``demo``, ``prepare-data``, ``train-backbone``. Each is a thin layer over
-a library function. A failure the user can act on prints ``error: <message>`` (and, with
-``--progress json``, an ``{"event": "error"}`` line) and exits 1; Ctrl-C or SIGTERM cancel cleanly
-(exit 130 / 143) without leaving partial outputs. Set ``SEGUNCERTAINTY_DEBUG=1`` to see tracebacks.
+Subcommands: ``predict``, ``demo``, ``evaluate``, ``prepare-data``, ``train-backbone``,
+``train-head``. Each is a thin layer over a library function. A failure the user can act on
+prints ``error: <message>`` (and, with ``--progress json``, an ``{"event": "error"}`` line) and
+exits 1; Ctrl-C or SIGTERM cancel cleanly (exit 130 / 143) without leaving partial outputs. Set
+``SEGUNCERTAINTY_DEBUG=1`` to see tracebacks.
 """
 
 from __future__ import annotations
@@ -43,13 +44,26 @@ def _held_out_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-limit", type=int, help="evaluate on only this many held-out cases")
 
 
+# the same names as pipeline.UNCERTAINTY_METHODS and evaluation.harness.EVALUATION_METHODS (a test checks);
+# spelled out here so that --help does not import torch
+UNCERTAINTY_METHODS = ("auto", "segwithu", "msp", "entropy", "mc-dropout", "tta", "ensemble", "none")
+EVALUATION_METHODS = ("segwithu", "msp", "entropy", "mc-dropout", "tta", "ensemble")
+
+
+def _samples_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--samples", type=int, help="passes of mc-dropout (default 10) and tta (default 8, at most 8)")
+
+
 def _uncertainty_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--uncertainty",
         default="auto",
-        choices=("auto", "segwithu", "none"),
-        help="segwithu: calibration and ranking maps from the model's head (auto: segwithu when it has one)",
+        choices=UNCERTAINTY_METHODS,
+        help="segwithu: calibration and ranking maps from the model's head (auto: segwithu when it has one); "
+        "msp, entropy: from the probabilities; mc-dropout, tta, ensemble: entropy, mutual information and EPKL "
+        "over sampled passes",
     )
+    _samples_option(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +120,23 @@ def build_parser() -> argparse.ArgumentParser:
     _device_option(train)
     _progress_option(train)
 
+    evaluate = commands.add_parser("evaluate", help="score uncertainty methods side by side against the raters")
+    evaluate.add_argument("--data", default="lidc", choices=("lidc", "mni152"), help="data set (default: lidc)")
+    evaluate.add_argument("--split", default="test", choices=("train", "calibration", "test"), help="default: test")
+    evaluate.add_argument(
+        "--methods",
+        default=",".join(EVALUATION_METHODS),
+        help="comma-separated (default: all): " + ", ".join(EVALUATION_METHODS),
+    )
+    evaluate.add_argument("--output-dir", required=True, help="folder for the tables and plots")
+    evaluate.add_argument("--model", default=None, help="bundled model name or package folder (default: lidc-nodule)")
+    evaluate.add_argument("--cache-dir", type=Path, default=None)
+    evaluate.add_argument("--limit", type=int, help="only the first N cases of the split")
+    evaluate.add_argument("--margin-mm", type=float, default=3.0, help="roi margin around prediction and raters (mm)")
+    _samples_option(evaluate)
+    _device_option(evaluate)
+    _progress_option(evaluate)
+
     head = commands.add_parser("train-head", help="train the SegWithU uncertainty head on a frozen backbone")
     head.add_argument("--model", required=True, help="model package folder (or bundled name) to add the head to")
     head.add_argument(
@@ -147,6 +178,7 @@ def _predict(args: argparse.Namespace, progress: Progress, input_path: str) -> d
         getattr(args, "format", "nrrd"),
         args.uncertainty,
         progress,
+        args.samples,
     )
     if args.progress == "text":
         _print_summary(summary)
@@ -224,12 +256,38 @@ def _train_head(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     return {"package": str(args.model)}
 
 
+def _evaluate(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .evaluation.report import evaluate_to_files
+
+    progress.stages = {"evaluate": 1.0}
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    summary = evaluate_to_files(
+        args.output_dir,
+        args.data,
+        args.split,
+        methods,
+        args.model,
+        args.cache_dir,
+        args.limit,
+        args.samples,
+        args.margin_mm,
+        args.device,
+        progress,
+    )
+    if args.progress == "text":
+        print((Path(args.output_dir) / "results.md").read_text(), file=sys.stderr)
+        if "plots_skipped" in summary:
+            print(f"plots skipped: {summary['plots_skipped']}", file=sys.stderr)
+    return {"summary": str(Path(args.output_dir) / "summary.json"), **summary["files"]}
+
+
 COMMANDS = {
     "predict": lambda a, p: _predict(a, p, a.input),
     "demo": _demo,
     "prepare-data": _prepare,
     "train-backbone": _train,
     "train-head": _train_head,
+    "evaluate": _evaluate,
 }
 
 

@@ -25,6 +25,7 @@ from .model.package import ModelPackage
 from .preprocess import normalize_intensities, resize
 from .progress import Progress
 from .segwithu.network import HEAD_MAPS, SegWithUHead, temper
+from .uncertainty import SampleStatistics
 from .volume import Geometry, Volume
 
 
@@ -50,13 +51,16 @@ class Prediction:
         geometry: the input grid (every array here lies on it exactly).
         model_geometry: the grid the network ran on (model spacing, same box and direction).
         features: tap name -> ``(C_f, d, h, w)`` float32 tensor on (a scaled copy of) the model grid.
-        logits: ``(C, D, H, W)`` float32 blended logits on the model grid.
+        logits: ``(C, D, H, W)`` float32 blended logits on the model grid (None for sampled predictions).
         calibrated_probabilities: with a head, ``(C, k, j, i)`` softmax of the tempered logits
             ``z / sqrt(1 + U_cal)`` on the input grid (same argmax as ``probabilities``).
         maps: with a head, ``(k, j, i)`` float32 maps on the input grid: ``ranking`` (higher = more
             likely wrong), ``calibration``, ``epistemic``, ``aleatoric`` and, when the package
             knows its scale, ``error_probability`` (the ranking map as an estimated probability of
             error, in [0, 1]).
+        sample_labels: for sampled predictions asked to keep them, ``(M, k, j, i)`` uint8 label map of
+            every sample on the input grid.
+        forward_passes: passes of a backbone over the whole volume (1, or M for sampled predictions).
         timings: seconds per stage.
         device: where the network ran (``"cpu"``, ``"cuda:0"``).
     """
@@ -65,10 +69,12 @@ class Prediction:
     labels: np.ndarray
     geometry: Geometry
     model_geometry: Geometry
-    logits: torch.Tensor
+    logits: torch.Tensor | None = None
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     calibrated_probabilities: np.ndarray | None = None
     maps: dict[str, np.ndarray] = field(default_factory=dict)
+    sample_labels: np.ndarray | None = None
+    forward_passes: int = 1
     timings: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
 
@@ -195,6 +201,34 @@ def check_compatible(volume: Volume, package: ModelPackage) -> None:
         raise InputError(f"input volume of shape {volume.geometry.shape} is too thin to segment")
 
 
+def prepare_image(
+    volume: Volume, package: ModelPackage, device: torch.device, progress: Progress
+) -> tuple[torch.Tensor, Geometry]:
+    """The network's input: ``(1, D, H, W)`` normalised image on the model grid (on ``device``), and that grid."""
+    progress("preprocess", 0.0)
+    model_geometry = volume.geometry.resampled(package.card.target_spacing_mm)
+    normalized = torch.from_numpy(normalize_intensities(volume.array, package.card.normalization)).to(device)
+    image = resize(normalized[None], model_geometry.shape)
+    progress("preprocess", 1.0)
+    return image, model_geometry
+
+
+def blend_windows(
+    window_fn: WindowFunction, image: torch.Tensor, package: ModelPackage, channels: int, progress: Progress
+) -> dict[str, torch.Tensor]:
+    """:func:`sliding_window_maps` with the window size, overlap and batch size of the model card."""
+    inference = package.card.inference
+    return sliding_window_maps(
+        window_fn,
+        image,
+        roi_size=package.card.patch_size,
+        overlap=float(inference.get("overlap", 0.5)),
+        sw_batch_size=int(inference.get("sw_batch_size", 2)),
+        progress=progress,
+        output_device=_output_device(image.device, int(np.prod(image.shape[1:])), channels),
+    )
+
+
 def predict_volume(
     volume: Volume,
     package: ModelPackage,
@@ -233,26 +267,13 @@ def predict_volume(
     timings["load_model"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    report("preprocess", 0.0)
-    model_geometry = volume.geometry.resampled(card.target_spacing_mm)
-    normalized = torch.from_numpy(normalize_intensities(volume.array, card.normalization)).to(dev)
-    image = resize(normalized[None], model_geometry.shape)
-    del normalized
-    report("preprocess", 1.0)
+    image, model_geometry = prepare_image(volume, package, dev, report)
     timings["preprocess"] = time.perf_counter() - start
 
     start = time.perf_counter()
     window_fn = head_window(network, head) if head is not None else backbone_window(network, taps)
     channels = card.num_classes + (len(HEAD_MAPS) if head is not None else 0)
-    blended = sliding_window_maps(
-        window_fn,
-        image,
-        roi_size=card.patch_size,
-        overlap=float(card.inference.get("overlap", 0.5)),
-        sw_batch_size=int(card.inference.get("sw_batch_size", 2)),
-        progress=report,
-        output_device=_output_device(dev, int(np.prod(model_geometry.shape)), channels),
-    )
+    blended = blend_windows(window_fn, image, package, channels, report)
     del image
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -302,3 +323,75 @@ def error_probability(ranking: np.ndarray, slope: float, intercept: float) -> np
     from scipy.special import expit
 
     return expit(slope * ranking.astype(np.float32) + np.float32(intercept)).astype(np.float32)
+
+
+def predict_sampled(
+    volume: Volume,
+    package: ModelPackage,
+    window_fns: Sequence[WindowFunction],
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    keep_sample_labels: bool = False,
+    progress: Progress | None = None,
+) -> Prediction:
+    """Predict with M stochastic or alternative backbone passes and summarise them (MC dropout, TTA, ensembles).
+
+    Each window function makes one whole-volume pass; its logits are resampled onto the input grid
+    and turned into probabilities there, and only running sums are kept (see
+    :class:`SampleStatistics`). The prediction is the mean of the sampled probabilities.
+
+    Args:
+        volume: input image, any grid.
+        package: model package whose card gives the preprocessing (shared by every pass).
+        window_fns: one window function per sample, networks already on ``device``.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        seed: seeds dropout masks (the global random state is left as it was).
+        keep_sample_labels: also return every sample's label map (``(M, k, j, i)`` uint8).
+        progress: receives stages ``"preprocess"``, ``"inference"``, ``"resample"``.
+
+    Returns:
+        A :class:`Prediction` whose ``maps`` are those of :data:`SAMPLE_MAPS` on the input grid.
+    """
+    check_compatible(volume, package)
+    dev = resolve_device(device)
+    report = progress or Progress()
+    timings: dict[str, float] = {"inference": 0.0, "resample": 0.0}
+    start = time.perf_counter()
+    image, model_geometry = prepare_image(volume, package, dev, report)
+    timings["preprocess"] = time.perf_counter() - start
+    shape = volume.geometry.shape
+    stats = SampleStatistics()
+    labels_per_sample = []
+    passes = len(window_fns)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), torch.inference_mode():
+        torch.manual_seed(seed)
+        for index, window_fn in enumerate(window_fns):
+            start = time.perf_counter()
+
+            def report_pass(stage: str, fraction: float = 0.0, message: str | None = None, index: int = index) -> None:
+                report(stage, (index + fraction) / passes, message)
+
+            logits = blend_windows(window_fn, image, package, package.card.num_classes, report_pass)["logits"]
+            timings["inference"] += time.perf_counter() - start
+            start = time.perf_counter()
+            resampled = resize(logits, shape)
+            stats.add_logits(resampled)
+            if keep_sample_labels:
+                labels_per_sample.append(argmax_labels(resampled).cpu().numpy())
+            del logits, resampled
+            timings["resample"] += time.perf_counter() - start
+        probabilities = stats.mean_probabilities()
+        labels = argmax_labels(probabilities)
+        maps = {name: value.float().cpu().numpy() for name, value in stats.maps().items()}
+    report("resample", 1.0)
+    return Prediction(
+        probabilities=probabilities.float().cpu().numpy(),
+        labels=labels.cpu().numpy(),
+        geometry=volume.geometry,
+        model_geometry=model_geometry,
+        maps=maps,
+        sample_labels=np.stack(labels_per_sample) if keep_sample_labels else None,
+        forward_passes=passes,
+        timings=timings,
+        device=str(dev),
+    )

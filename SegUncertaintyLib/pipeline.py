@@ -10,6 +10,9 @@ Outputs (in the output folder, all on the input's exact grid):
   more likely wrong), ``error_probability.<ext>`` (the ranking map scaled to an estimated
   probability of error in [0, 1], for display), ``calibration.<ext>``, ``epistemic.<ext>`` and
   ``aleatoric.<ext>``;
+* with a baseline: ``max_softmax.<ext>`` (``msp``), ``entropy.<ext>`` (``entropy``), or, for
+  ``mc-dropout``, ``tta`` and ``ensemble``, ``entropy``, ``expected_entropy``, ``mutual_information``
+  and ``epkl`` (the segmentation and probabilities are then the mean over the samples);
 * ``summary.json``: the files, the input geometry, the model, class volumes, timings, peak memory.
 
 Files appear whole or not at all (see :class:`StagedOutput`).
@@ -28,13 +31,15 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .baselines import SAMPLING_METHODS, SINGLE_PASS_METHODS, check_available, sampling_windows, single_pass_map
 from .errors import ModelError
-from .inference import Prediction, predict_volume
+from .inference import Prediction, predict_sampled, predict_volume
 from .io import check_writable_suffix, read_volume, write_volume
 from .model.package import ModelPackage, load_package
 from .outputs import StagedOutput
 from .progress import Progress
 from .segwithu.package import has_head, load_head
+from .volume import Volume
 
 PREDICT_STAGES = {"read": 0.05, "preprocess": 0.05, "inference": 0.75, "resample": 0.05, "write": 0.1}
 
@@ -73,18 +78,47 @@ def class_volumes(prediction: Prediction, classes: list[str]) -> list[dict[str, 
     return rows
 
 
+UNCERTAINTY_METHODS = ("auto", "segwithu", *SINGLE_PASS_METHODS, *SAMPLING_METHODS, "none")
+
+
 def resolve_uncertainty(uncertainty: str, package: ModelPackage) -> str:
-    """``segwithu`` or ``none`` for a requested method (``auto``: the head when the package has one)."""
+    """The method to run for a requested one (``auto``: ``segwithu`` when the package has a head, else ``none``)."""
     if uncertainty == "auto":
         return "segwithu" if has_head(package) else "none"
     if uncertainty == "segwithu" and not has_head(package):
         raise ModelError(
             f"model {package.card.name!r} has no uncertainty head; train one with seguncertainty train-head, "
-            "or use --uncertainty none"
+            "or use another --uncertainty method"
         )
-    if uncertainty not in ("segwithu", "none"):
-        raise ModelError(f"unknown uncertainty method {uncertainty!r}; use segwithu or none")
+    if uncertainty not in UNCERTAINTY_METHODS:
+        raise ModelError(f"unknown uncertainty method {uncertainty!r}; use one of {', '.join(UNCERTAINTY_METHODS)}")
     return uncertainty
+
+
+def run_method(
+    method: str,
+    volume: Volume,
+    package: ModelPackage,
+    device: str = "auto",
+    samples: int | None = None,
+    keep_sample_labels: bool = False,
+    progress: Progress | None = None,
+) -> Prediction:
+    """Segment ``volume`` with the uncertainty method ``method`` (as resolved by :func:`resolve_uncertainty`).
+
+    Returns:
+        A :class:`Prediction` on the input grid whose ``maps`` are the method's uncertainty maps.
+    """
+    if method in SAMPLING_METHODS:
+        windows = sampling_windows(method, package, device, samples)
+        return predict_sampled(
+            volume, package, windows, device, keep_sample_labels=keep_sample_labels, progress=progress
+        )
+    head = load_head(package) if method == "segwithu" else None
+    prediction = predict_volume(volume, package, head=head, device=device, progress=progress)
+    if method in SINGLE_PASS_METHODS:
+        prediction.maps = single_pass_map(method, prediction.probabilities)
+    return prediction
 
 
 def write_outputs(
@@ -120,6 +154,7 @@ def predict_to_files(
     file_format: str = "nrrd",
     uncertainty: str = "auto",
     progress: Progress | None = None,
+    samples: int | None = None,
 ) -> dict[str, Any]:
     """Segment a volume file and write the outputs.
 
@@ -129,8 +164,9 @@ def predict_to_files(
         model: bundled model name, package folder, or an already loaded package (default model if None).
         device: ``auto``, ``cpu`` or ``cuda``.
         file_format: ``nrrd``, ``nii.gz``, ``nii`` or ``mha``.
-        uncertainty: ``segwithu``, ``none``, or ``auto`` (``segwithu`` when the model has a head).
+        uncertainty: one of :data:`UNCERTAINTY_METHODS` (``auto``: ``segwithu`` when the model has a head).
         progress: receives the stages of :data:`PREDICT_STAGES`.
+        samples: passes of ``mc-dropout`` (default 10) or ``tta`` (default 8).
 
     Returns:
         The summary (also written as ``summary.json``).
@@ -141,7 +177,8 @@ def predict_to_files(
     started = time.perf_counter()
     package = model if isinstance(model, ModelPackage) else load_package(model)
     method = resolve_uncertainty(uncertainty, package)
-    head = load_head(package) if method == "segwithu" else None
+    if method in SAMPLING_METHODS:
+        check_available(method, package, samples)
     report("read", 0.0)
     t0 = time.perf_counter()
     volume = read_volume(input_path)
@@ -149,7 +186,7 @@ def predict_to_files(
     report("read", 1.0)
 
     with StagedOutput(output_dir) as out:  # the folder is checked before the slow part
-        prediction = predict_volume(volume, package, head=head, device=device, progress=report)
+        prediction = run_method(method, volume, package, device, samples, progress=report)
         report("write", 0.0)
         t0 = time.perf_counter()
         classes = package.card.classes
@@ -163,6 +200,7 @@ def predict_to_files(
             "model": {"name": package.card.name, "path": str(package.path.resolve()), "classes": classes},
             "model_grid": prediction.model_geometry.to_dict(),
             "uncertainty": method,
+            "forward_passes": prediction.forward_passes,
             "device": prediction.device,
             "outputs": outputs,
             "classes": class_volumes(prediction, classes),

@@ -46,3 +46,20 @@ def test_ruff_is_clean():
     for command in (["check", "."], ["format", "--check", "."]):
         result = subprocess.run([sys.executable, "-m", "ruff", *command], capture_output=True, text=True, cwd=ROOT)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_subpackage_is_in_the_wheel():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "SegUncertaintyLib").rglob("__init__.py")}
+    assert found <= listed, f"add to pyproject.toml packages: {sorted(found - listed)}"
+
+
+def test_cli_method_names_match_the_library():
+    from SegUncertaintyLib import cli
+    from SegUncertaintyLib.evaluation.harness import EVALUATION_METHODS
+    from SegUncertaintyLib.pipeline import UNCERTAINTY_METHODS
+
+    assert cli.UNCERTAINTY_METHODS == UNCERTAINTY_METHODS
+    assert cli.EVALUATION_METHODS == EVALUATION_METHODS

@@ -27,9 +27,11 @@ from common import ROOT
 from volumes import write_input
 
 
-def run_predict(path: Path, out: Path, device: str, uncertainty: str) -> dict:
+def run_predict(path: Path, out: Path, device: str, uncertainty: str, extra: tuple[str, ...] = ()) -> dict:
+    """``seguncertainty predict`` in a fresh process; its summary plus the process's wall time (outputs removed)."""
     command = [sys.executable, "-m", "SegUncertaintyLib.cli", "predict", "--input", str(path)]
     command += ["--output-dir", str(out), "--device", device, "--uncertainty", uncertainty, "--progress", "none"]
+    command += list(extra)
     started = time.perf_counter()
     result = subprocess.run(
         command, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}

@@ -1,0 +1,1 @@
+"""Scoring uncertainty methods side by side against multiple raters (``seguncertainty evaluate``)."""

@@ -1,0 +1,257 @@
+"""Run uncertainty methods over a data split and score them against the raters.
+
+Reference and voxel sets, the same for every method:
+
+* the reference label map is the raters' majority vote (:func:`..metrics.majority_vote`); a voxel
+  is an error where a method's segmentation differs from it (each method is scored on its own
+  segmentation: the mean of the samples for MC dropout, TTA and ensembles);
+* ``all``: every voxel of the case; ``roi``: voxels within ``margin_mm`` of the method's
+  segmentation or of any rater's outline. Every error lies in the roi; the margin adds the hard
+  correct voxels along the boundaries, where ranking is hard.
+
+Per case, each method gets segmentation metrics (Dice vs majority, vs each rater, vs the
+unanimous consensus; soft Dice vs the rater frequency), multi-rater metrics (GED^2 and
+Hungarian-matched IoU of its samples against the raters, volume CRPS in mL) and calibration
+metrics in the roi (top-label ECE, Brier, NLL of the probabilities it reports: calibrated ones for
+the head). Each of its uncertainty maps ("scores") gets error-detection AUROC and AUPRC (all and
+roi), and in the roi AURC, E-AURC and the NCC with rater disagreement. Roi voxels are also pooled over
+cases for dataset-level figures and the plots.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..baselines import SAMPLING_METHODS, check_available, sampling_windows, single_pass_map
+from ..data.cases import Case
+from ..errors import SegUncertaintyError
+from ..inference import Prediction, predict_sampled, predict_volume, resolve_device
+from ..metrics import (
+    CalibrationBins,
+    aurc,
+    auroc,
+    average_precision,
+    brier_score,
+    consensus_dice,
+    dice_per_class,
+    e_aurc,
+    generalized_energy_distance,
+    hungarian_matched_iou,
+    negative_log_likelihood,
+    normalized_cross_correlation,
+    rater_disagreement,
+    region_around,
+    soft_dice,
+    volume_crps,
+)
+from ..model.backbones import load_backbone
+from ..model.package import ModelPackage
+from ..progress import Progress
+from ..segwithu.package import has_head, load_head
+
+# The uncertainty maps each method is scored by (higher = more likely wrong).
+SCORES: dict[str, tuple[str, ...]] = {
+    "segwithu": ("ranking",),
+    "msp": ("max_softmax",),
+    "entropy": ("entropy",),
+    "mc-dropout": ("entropy", "mutual_information", "epkl"),
+    "tta": ("entropy", "mutual_information", "epkl"),
+    "ensemble": ("entropy", "mutual_information", "epkl"),
+}
+EVALUATION_METHODS = tuple(SCORES)
+SINGLE_PASS = ("segwithu", "msp", "entropy")  # share one backbone pass per case
+
+
+@dataclass
+class PooledScores:
+    """Roi voxels of every case, for one (method, score): the scores and whether each voxel is an error."""
+
+    scores: list[np.ndarray] = field(default_factory=list)
+    errors: list[np.ndarray] = field(default_factory=list)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.concatenate(self.scores), np.concatenate(self.errors)
+
+
+@dataclass
+class Evaluation:
+    """Everything one evaluation run measured.
+
+    Attributes:
+        methods: the methods, in the order asked for.
+        case_rows: one dict per (case, method): case metrics and ``<score>/<metric>`` entries.
+        calibration: method -> pooled roi :class:`CalibrationBins` (top-label).
+        pooled: ``(method, score)`` -> pooled roi scores and errors.
+        seconds: method -> wall time summed over cases (a shared single pass counted for each).
+        forward_passes: method -> whole-volume backbone passes per case.
+        cases: number of cases.
+        margin_mm: width of the roi margin.
+    """
+
+    methods: list[str]
+    case_rows: list[dict[str, Any]] = field(default_factory=list)
+    calibration: dict[str, CalibrationBins] = field(default_factory=dict)
+    pooled: dict[tuple[str, str], PooledScores] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    forward_passes: dict[str, int] = field(default_factory=dict)
+    cases: int = 0
+    margin_mm: float = 3.0
+
+
+def check_methods(methods: Sequence[str], package: ModelPackage, samples: int | None = None) -> list[str]:
+    """Validate method names against the package (head, members) before anything slow starts."""
+    methods = list(dict.fromkeys(methods))
+    if not methods:
+        raise SegUncertaintyError("no methods given")
+    for method in methods:
+        if method not in SCORES:
+            raise SegUncertaintyError(f"unknown method {method!r}; known: {', '.join(EVALUATION_METHODS)}")
+        if method == "segwithu" and not has_head(package):
+            raise SegUncertaintyError(f"model {package.card.name!r} has no uncertainty head to evaluate")
+        if method in SAMPLING_METHODS:
+            check_available(method, package, samples)
+    return methods
+
+
+def method_view(method: str, shared: Prediction) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Probabilities and maps of a single-pass method, from the one backbone (+ head) pass they share."""
+    if method == "segwithu":
+        return shared.calibrated_probabilities, shared.maps
+    return shared.probabilities, single_pass_map(method, shared.probabilities)
+
+
+def score_case(
+    case: Case,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    maps: dict[str, np.ndarray],
+    samples: np.ndarray,
+    score_names: Sequence[str],
+    margin_mm: float,
+) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray]]:
+    """The metrics of one method on one case.
+
+    Args:
+        case: the image's raters and grid.
+        labels: ``(k, j, i)`` the method's segmentation.
+        probabilities: ``(C, k, j, i)`` the probabilities it reports.
+        maps: its uncertainty maps, each ``(k, j, i)``.
+        samples: ``(S, k, j, i)`` its sampled segmentations (``labels[None]`` for a deterministic method).
+        score_names: which maps to score.
+        margin_mm: roi margin.
+
+    Returns:
+        The row of metrics, ``score -> (roi scores, roi errors)``, and ``(roi confidence, roi correct)``.
+    """
+    num_classes = probabilities.shape[0]
+    raters = np.asarray(case.raters).astype(np.uint8)
+    majority = np.asarray(case.majority, np.uint8)
+    errors = labels != majority
+    roi = region_around(np.concatenate([labels[None] > 0, raters > 0]), margin_mm, case.geometry.spacing)
+    voxel_ml = case.geometry.voxel_volume_ml
+    foreground = range(1, num_classes)
+    ged = generalized_energy_distance(samples, raters, num_classes)
+    row: dict[str, Any] = {
+        "dice_majority": float(np.mean(dice_per_class(labels, majority, num_classes))),
+        "dice_raters": float(np.mean([np.mean(dice_per_class(labels, r, num_classes)) for r in raters])),
+        "dice_consensus": float(np.mean([consensus_dice(labels, raters, c) for c in foreground])),
+        "soft_dice": float(np.mean([soft_dice(probabilities[c], (raters == c).mean(axis=0)) for c in foreground])),
+        "ged": ged["ged"],
+        "sample_diversity": ged["sample_diversity"],
+        "hm_iou": hungarian_matched_iou(samples, raters, num_classes),
+        "volume_crps_ml": volume_crps(
+            (samples > 0).reshape(len(samples), -1).sum(axis=1) * voxel_ml,
+            (raters > 0).reshape(len(raters), -1).sum(axis=1) * voxel_ml,
+        ),
+        "roi_voxels": int(roi.sum()),
+        "roi_error_rate": float(errors[roi].mean()) if roi.any() else float("nan"),
+    }
+    roi_probabilities = probabilities[:, roi]
+    confidence, correct = roi_probabilities.max(axis=0), ~errors[roi]
+    row["ece"] = CalibrationBins().add(confidence, correct).ece()
+    row["brier"] = brier_score(roi_probabilities, majority[roi])
+    row["nll"] = negative_log_likelihood(roi_probabilities, majority[roi])
+    disagreement = rater_disagreement(raters)[roi]
+    pooled = {}
+    for name in score_names:
+        score = maps[name]
+        roi_score = score[roi]
+        row[f"{name}/auroc_all"] = auroc(score, errors)
+        row[f"{name}/auprc_all"] = average_precision(score, errors)
+        row[f"{name}/auroc_roi"] = auroc(roi_score, errors[roi])
+        row[f"{name}/auprc_roi"] = average_precision(roi_score, errors[roi])
+        row[f"{name}/aurc_roi"] = aurc(roi_score, errors[roi])
+        row[f"{name}/eaurc_roi"] = e_aurc(roi_score, errors[roi])
+        row[f"{name}/ncc_roi"] = normalized_cross_correlation(roi_score, disagreement)
+        pooled[name] = (roi_score.astype(np.float32), errors[roi])
+    return row, pooled, (confidence.astype(np.float32), correct)
+
+
+def evaluate_methods(
+    cases: Sequence[Case],
+    package: ModelPackage,
+    methods: Sequence[str],
+    device: str = "auto",
+    samples: int | None = None,
+    margin_mm: float = 3.0,
+    progress: Progress | None = None,
+) -> Evaluation:
+    """Run every method on every case and score it (see the module docstring for what is measured).
+
+    Args:
+        cases: labelled cases with their raters.
+        package: the model package (its head and members serve the methods that need them).
+        methods: names from :data:`EVALUATION_METHODS`.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        samples: passes of MC dropout (default 10) and TTA (default 8).
+        margin_mm: roi margin in mm.
+        progress: receives stage ``"evaluate"`` after every case.
+    """
+    methods = check_methods(methods, package, samples)
+    result = Evaluation(methods=methods, cases=len(cases), margin_mm=margin_mm)
+    for method in methods:
+        result.calibration[method] = CalibrationBins()
+        result.seconds[method] = 0.0
+        for name in SCORES[method]:
+            result.pooled[(method, name)] = PooledScores()
+    report = progress or Progress()
+    single = [m for m in methods if m in SINGLE_PASS]
+    # networks are loaded once for the whole split
+    network = load_backbone(package, resolve_device(device)) if single else None
+    head = load_head(package, resolve_device(device)) if "segwithu" in single else None
+    windows = {m: sampling_windows(m, package, device, samples) for m in methods if m in SAMPLING_METHODS}
+    for n, case in enumerate(cases):
+        outputs: dict[str, tuple[Prediction, float]] = {}
+        if single:
+            start = time.perf_counter()
+            shared = predict_volume(case.volume, package, network=network, head=head, device=device)
+            for method in single:
+                outputs[method] = (shared, time.perf_counter() - start)
+        for method, window_fns in windows.items():
+            start = time.perf_counter()
+            prediction = predict_sampled(case.volume, package, window_fns, device, keep_sample_labels=True)
+            outputs[method] = (prediction, time.perf_counter() - start)
+        for method in methods:
+            prediction, seconds = outputs[method]
+            if method in SINGLE_PASS:
+                probabilities, maps = method_view(method, prediction)
+                sampled = prediction.labels[None]
+            else:
+                probabilities, maps, sampled = prediction.probabilities, prediction.maps, prediction.sample_labels
+            row, pooled, (confidence, correct) = score_case(
+                case, prediction.labels, probabilities, maps, sampled, SCORES[method], margin_mm
+            )
+            result.case_rows.append({"case_id": case.case_id, "method": method, **row})
+            result.calibration[method].add(confidence, correct)
+            for name, (scores, errors) in pooled.items():
+                result.pooled[(method, name)].scores.append(scores)
+                result.pooled[(method, name)].errors.append(errors)
+            result.seconds[method] += seconds
+            result.forward_passes[method] = prediction.forward_passes
+        report("evaluate", (n + 1) / len(cases), case.case_id)
+    return result
