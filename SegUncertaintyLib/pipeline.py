@@ -45,8 +45,19 @@ PREDICT_STAGES = {"read": 0.05, "preprocess": 0.05, "inference": 0.75, "resample
 
 
 def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """Peak resident memory of this process so far, in MiB.
+
+    On Linux this is ``VmHWM`` of ``/proc/self/status``: ``ru_maxrss`` would also count the parent's
+    memory at the time it forked this process (it survives ``exec``), so a command launched from a
+    large process (Slicer, a benchmark) would report the parent's size.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return round(peak / (1024 * 1024 if os.uname().sysname == "Darwin" else 1024), 1)
 
 

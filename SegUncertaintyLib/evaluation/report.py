@@ -180,6 +180,11 @@ def _save(fig: Any, ax: Any, title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def _style(evaluation: Evaluation, method: str, score_index: int) -> dict[str, Any]:
+    # one colour per method, one line style per score of that method
+    return {"color": f"C{evaluation.methods.index(method) % 10}", "linestyle": ("-", "--", ":")[score_index % 3]}
+
+
 def plot_risk_coverage(evaluation: Evaluation, path: Path, points: int = 400) -> None:
     """Pooled roi risk-coverage curve of every (method, score), with the oracle of the first method."""
     fig, ax = _figure((7, 5))
@@ -187,7 +192,8 @@ def plot_risk_coverage(evaluation: Evaluation, path: Path, points: int = 400) ->
         scores, errors = pooled.arrays()
         coverage, risk = risk_coverage(scores, errors)
         keep = np.unique(np.linspace(0, coverage.size - 1, points).astype(int))
-        ax.plot(coverage[keep], risk[keep], label=f"{method} · {name} (AURC×1000 {1000 * risk.mean():.2f})")
+        label = f"{method} · {name} (AURC×1000 {1000 * risk.mean():.2f})"
+        ax.plot(coverage[keep], risk[keep], label=label, **_style(evaluation, method, SCORES[method].index(name)))
     ax.set_xlabel("coverage (fraction of roi voxels kept, most certain first)")
     ax.set_ylabel("risk (error rate among kept voxels)")
     _save(fig, ax, f"Risk-coverage, {evaluation.cases} cases, roi {evaluation.margin_mm:g} mm", path)
@@ -199,7 +205,8 @@ def plot_reliability(evaluation: Evaluation, path: Path) -> None:
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
     for method, bins in evaluation.calibration.items():
         confidence, accuracy, _ = bins.curve()
-        ax.plot(confidence, accuracy, marker="o", markersize=3, label=f"{method} (ECE {bins.ece():.4f})")
+        label = f"{method} (ECE {bins.ece():.4f})"
+        ax.plot(confidence, accuracy, marker="o", markersize=3, label=label, **_style(evaluation, method, 0))
     ax.set_xlabel("confidence (probability of the predicted class)")
     ax.set_ylabel("accuracy")
     ax.set_xlim(0.5 if _binary(evaluation) else 0.0, 1.0)
