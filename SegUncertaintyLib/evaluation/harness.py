@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..baselines import SAMPLING_METHODS, check_available, sampling_windows, single_pass_map
+from ..baselines import SAMPLING_METHODS, SINGLE_PASS_METHODS, check_available, sampling_windows, single_pass_map
 from ..data.cases import Case
 from ..errors import SegUncertaintyError
 from ..inference import Prediction, predict_sampled, predict_volume, resolve_device
@@ -64,7 +64,7 @@ SCORES: dict[str, tuple[str, ...]] = {
     "ensemble": ("entropy", "mutual_information", "epkl"),
 }
 EVALUATION_METHODS = tuple(SCORES)
-SINGLE_PASS = ("segwithu", "msp", "entropy")  # share one backbone pass per case
+SINGLE_PASS = ("segwithu", *SINGLE_PASS_METHODS)  # share one backbone pass per case
 
 
 @dataclass

@@ -289,9 +289,10 @@ def evaluate_to_files(
     with StagedOutput(output_dir) as out:
         evaluation = evaluate_methods(cases, package, methods, device, samples, margin_mm, progress)
         title = f"{package.card.name} on {data} {split}: {', '.join(methods)}"
-        summary = write_report(evaluation, out.stage, title, plots=plots_available())
+        plots = plots_available()
+        summary = write_report(evaluation, out.stage, title, plots=plots)
         summary.update(model=package.card.name, data=data, split=split, samples=samples)
-        if not plots_available():
+        if not plots:
             summary["plots_skipped"] = "matplotlib is not installed: pip install 'seguncertainty[eval]'"
         out.commit(summary)
     summary["output_dir"] = str(Path(output_dir).resolve())
