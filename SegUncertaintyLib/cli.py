@@ -1,6 +1,6 @@
 """The ``seguncertainty`` command.
 
-Subcommands: ``predict``, ``demo``, ``evaluate``, ``prepare-data``, ``train-backbone``,
+Subcommands: ``predict``, ``demo``, ``evaluate``, ``prepare-data``, ``train-backbone``, ``prepare-replay``,
 ``train-head``. Each is a thin layer over a library function. A failure the user can act on
 prints ``error: <message>`` (and, with ``--progress json``, an ``{"event": "error"}`` line) and
 exits 1; Ctrl-C or SIGTERM cancel cleanly (exit 130 / 143) without leaving partial outputs. Set
@@ -66,6 +66,46 @@ def _uncertainty_option(parser: argparse.ArgumentParser) -> None:
     _samples_option(parser)
 
 
+def _fragility_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fragility",
+        action="store_true",
+        help="also search weight-space adversaries that grow or shrink the contour: fragile voxels, flip mass, "
+        "total/aleatoric/epistemic maps (needs the model's replay set)",
+    )
+    parser.add_argument("--fragility-steps", type=int, help="optimisation steps per adversary (default: 12)")
+    parser.add_argument("--fragility-radii", help="grow/shrink distances in mm, comma-separated (default: 1,2,3)")
+    parser.add_argument(
+        "--fragility-trainable",
+        choices=("last-block", "last-conv", "head"),
+        help="the part of the network the adversaries change (default: last-conv)",
+    )
+
+
+def fragility_config(args: argparse.Namespace) -> Any:
+    """The :class:`FragilityConfig` the options ask for, or None without ``--fragility``."""
+    budget = [args.fragility_steps, args.fragility_radii, args.fragility_trainable]
+    if not args.fragility:
+        if any(v is not None for v in budget):
+            raise SegUncertaintyError("--fragility-steps, --fragility-radii and --fragility-trainable need --fragility")
+        return None
+    from .fragility.config import FragilityConfig
+
+    options: dict[str, Any] = {}
+    if args.fragility_steps is not None:
+        options["steps"] = args.fragility_steps
+    if args.fragility_trainable is not None:
+        options["trainable"] = args.fragility_trainable
+    if args.fragility_radii is not None:
+        try:
+            options["radii_mm"] = tuple(float(r) for r in args.fragility_radii.split(",") if r.strip())
+        except ValueError:
+            raise SegUncertaintyError(
+                f"--fragility-radii must be comma-separated mm, got {args.fragility_radii!r}"
+            ) from None
+    return FragilityConfig(**options)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seguncertainty",
@@ -84,12 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", default="nrrd", choices=("nrrd", "nii.gz", "nii", "mha"), help="output file format"
     )
     _uncertainty_option(predict)
+    _fragility_options(predict)
     _device_option(predict)
     _progress_option(predict)
 
     demo = commands.add_parser("demo", help="run predict on the bundled sample chest CT")
     demo.add_argument("--output-dir", required=True, help="folder for the outputs")
     _uncertainty_option(demo)
+    _fragility_options(demo)
     _device_option(demo)
     _progress_option(demo)
 
@@ -137,6 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     _device_option(evaluate)
     _progress_option(evaluate)
 
+    replay = commands.add_parser(
+        "prepare-replay", help="add a replay set of training patches to a model package (for --fragility)"
+    )
+    replay.add_argument("--model", required=True, help="model package folder (or bundled name) to add it to")
+    replay.add_argument("--data", default="lidc", choices=("lidc", "mni152"), help="data set (its train split)")
+    replay.add_argument("--cache-dir", type=Path, default=None)
+    replay.add_argument("--patches", type=int, default=8, help="patches, one per case (default: 8)")
+    replay.add_argument("--seed", type=int, default=0, help="which cases are drawn (default: 0)")
+    _progress_option(replay)
+
     head = commands.add_parser("train-head", help="train the SegWithU uncertainty head on a frozen backbone")
     head.add_argument("--model", required=True, help="model package folder (or bundled name) to add the head to")
     head.add_argument(
@@ -162,14 +214,22 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print(f"outputs in {summary['output_dir']}:", file=sys.stderr)
     for row in summary["classes"]:
         print(f"  {row['name']}: {row['volume_ml']:.2f} mL ({row['voxels']} voxels)", file=sys.stderr)
+    if "fragility" in summary:
+        search = summary["fragility"]
+        print(
+            f"  fragile: {search['fragile_volume_ml']:.3f} mL ({search['fragile_voxels']} voxels); "
+            f"{search['admissible_snapshots']} of {search['snapshots']} adversarial snapshots admissible",
+            file=sys.stderr,
+        )
     seconds, memory = summary["timings_s"]["total"], summary["peak_memory_mb"]
     print(f"  total {seconds:.1f} s on {summary['device']}, peak memory {memory:.0f} MiB", file=sys.stderr)
 
 
 def _predict(args: argparse.Namespace, progress: Progress, input_path: str) -> dict[str, Any]:
-    from .pipeline import PREDICT_STAGES, predict_to_files
+    from .pipeline import predict_stages, predict_to_files
 
-    progress.stages = dict(PREDICT_STAGES)
+    fragility = fragility_config(args)
+    progress.stages = predict_stages(fragility is not None)
     summary = predict_to_files(
         input_path,
         args.output_dir,
@@ -179,6 +239,7 @@ def _predict(args: argparse.Namespace, progress: Progress, input_path: str) -> d
         args.uncertainty,
         progress,
         args.samples,
+        fragility,
     )
     if args.progress == "text":
         _print_summary(summary)
@@ -281,12 +342,30 @@ def _evaluate(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     return {"summary": str(Path(args.output_dir) / "summary.json"), **summary["files"]}
 
 
+def _prepare_replay(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .data.datasets import load_dataset_cases
+    from .fragility.replay import build_replay
+    from .model.package import load_package
+
+    package = load_package(args.model)
+    if args.patches < 1:
+        raise SegUncertaintyError(f"--patches must be at least 1, got {args.patches}")
+    progress("load", 0.0)
+    cases = load_dataset_cases(args.data, "train", args.cache_dir)
+    progress("load", 1.0)
+    entry = build_replay(package, cases, args.patches, args.seed, args.command_line)
+    if args.progress == "text":
+        print(f"replay set of {entry['patches']} patches written to {package.path}", file=sys.stderr)
+    return {"package": str(package.path)}
+
+
 COMMANDS = {
     "predict": lambda a, p: _predict(a, p, a.input),
     "demo": _demo,
     "prepare-data": _prepare,
     "train-backbone": _train,
     "train-head": _train_head,
+    "prepare-replay": _prepare_replay,
     "evaluate": _evaluate,
 }
 

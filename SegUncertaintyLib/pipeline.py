@@ -13,7 +13,11 @@ Outputs (in the output folder, all on the input's exact grid):
 * with a baseline: ``max_softmax.<ext>`` (``msp``), ``entropy.<ext>`` (``entropy``), or, for
   ``mc-dropout``, ``tta`` and ``ensemble``, ``entropy``, ``expected_entropy``, ``mutual_information``
   and ``epkl`` (the segmentation and probabilities are then the mean over the samples);
-* ``summary.json``: the files, the input geometry, the model, class volumes, timings, peak memory.
+* with ``fragility``, from the adversarial search (see :mod:`.fragility.search`): ``fragile.<ext>``
+  (uint8 mask of the voxels an equally good adversarial model labels differently), ``flip_mass``,
+  ``first_flip``, ``fragility_total``, ``fragility_aleatoric`` and ``fragility_epistemic``;
+* ``summary.json``: the files, the input geometry, the model, class volumes, timings, peak memory
+  (and, with ``fragility``, the fragile-voxel count and volume and the search's figures).
 
 Files appear whole or not at all (see :class:`StagedOutput`).
 """
@@ -33,6 +37,9 @@ import numpy as np
 from . import __version__
 from .baselines import SAMPLING_METHODS, SINGLE_PASS_METHODS, check_available, sampling_windows, single_pass_map
 from .errors import ModelError
+from .fragility.config import FragilityConfig
+from .fragility.replay import load_replay
+from .fragility.search import fragility_for
 from .inference import Prediction, predict_sampled, predict_volume
 from .io import check_writable_suffix, read_volume, write_volume
 from .model.package import ModelPackage, load_package
@@ -42,6 +49,15 @@ from .segwithu.package import has_head, load_head
 from .volume import Volume
 
 PREDICT_STAGES = {"read": 0.05, "preprocess": 0.05, "inference": 0.75, "resample": 0.05, "write": 0.1}
+
+
+def predict_stages(fragility: bool = False) -> dict[str, float]:
+    """Relative weights of the stages of :func:`predict_to_files` (the search costs about one to three inferences)."""
+    if not fragility:
+        return dict(PREDICT_STAGES)
+    stages = dict(PREDICT_STAGES)
+    write = stages.pop("write")
+    return {**stages, "fragility": 1.5, "write": write}
 
 
 def peak_memory_mb() -> float:
@@ -166,6 +182,7 @@ def predict_to_files(
     uncertainty: str = "auto",
     progress: Progress | None = None,
     samples: int | None = None,
+    fragility: FragilityConfig | None = None,
 ) -> dict[str, Any]:
     """Segment a volume file and write the outputs.
 
@@ -178,11 +195,12 @@ def predict_to_files(
         uncertainty: one of :data:`UNCERTAINTY_METHODS` (``auto``: ``segwithu`` when the model has a head).
         progress: receives the stages of :data:`PREDICT_STAGES`.
         samples: passes of ``mc-dropout`` (default 10) or ``tta`` (default 8).
+        fragility: also run the fragility search with these settings (the package needs a replay set).
 
     Returns:
         The summary (also written as ``summary.json``).
     """
-    report = progress or Progress(PREDICT_STAGES)
+    report = progress or Progress(predict_stages(fragility is not None))
     extension = "." + file_format.lstrip(".")
     check_writable_suffix(Path("x" + extension))
     started = time.perf_counter()
@@ -190,6 +208,8 @@ def predict_to_files(
     method = resolve_uncertainty(uncertainty, package)
     if method in SAMPLING_METHODS:
         check_available(method, package, samples)
+    if fragility is not None:
+        load_replay(package)  # fail before the slow part
     report("read", 0.0)
     t0 = time.perf_counter()
     volume = read_volume(input_path)
@@ -198,6 +218,11 @@ def predict_to_files(
 
     with StagedOutput(output_dir) as out:  # the folder is checked before the slow part
         prediction = run_method(method, volume, package, device, samples, progress=report)
+        search = None
+        if fragility is not None:
+            search = fragility_for(volume, package, prediction, fragility, device, progress=report)
+            prediction.maps.update(search.maps)
+            prediction.timings["fragility"] = search.summary["seconds"]
         report("write", 0.0)
         t0 = time.perf_counter()
         classes = package.card.classes
@@ -218,6 +243,8 @@ def predict_to_files(
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "peak_memory_mb": peak_memory_mb(),
         }
+        if search is not None:
+            summary["fragility"] = search.summary
         out.commit(summary)
     report("write", 1.0)
     summary["output_dir"] = str(Path(output_dir).resolve())

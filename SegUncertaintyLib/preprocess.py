@@ -52,3 +52,50 @@ def resize(tensor: torch.Tensor, shape: tuple[int, int, int], mode: str = "trili
     kwargs = {"align_corners": False} if mode == "trilinear" else {}
     out = F.interpolate(x, size=tuple(shape), mode=mode, **kwargs)
     return out if batched else out.squeeze(0)
+
+
+def _linear_stencil(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per output index: the two source indices and the weight of the second, as ``interpolate`` uses them.
+
+    ``align_corners=False``: source = ``(o + 0.5) * size_in / size_out - 0.5``, clamped at 0.
+    """
+    source = np.maximum((np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5, 0.0)
+    low = np.minimum(np.floor(source).astype(np.int64), size_in - 1)
+    weight = (source - low).astype(np.float32)
+    return low, np.where(weight > 0, np.minimum(low + 1, size_in - 1), low), weight
+
+
+def resize_box(
+    crop: torch.Tensor, start: tuple[int, int, int], shape_in: tuple[int, int, int], shape_out: tuple[int, int, int]
+) -> tuple[tuple[slice, slice, slice], torch.Tensor]:
+    """Resize only a box of a grid: what :func:`resize` gives, on the output voxels the box determines.
+
+    A trilinear output voxel depends on two source voxels per axis; this returns every output voxel
+    whose sources all lie in the box, computed from the box alone. Used to resample small regions
+    (the fragility search's ROI) many times without touching the whole volume.
+
+    Args:
+        crop: ``(C, d, h, w)`` values of the box ``start + (d, h, w)`` of a grid of ``shape_in``.
+        start: the box's first voxel on that grid, ``(k, j, i)``.
+        shape_in: the whole source grid's shape.
+        shape_out: the whole output grid's shape (as passed to :func:`resize`).
+
+    Returns:
+        The output box as slices of the ``shape_out`` grid, and its ``(C, ...)`` values (empty when the
+        box determines no output voxel).
+    """
+    boxes, out = [], crop
+    for axis, (first, size_in, size_out) in enumerate(zip(start, shape_in, shape_out, strict=True)):
+        low, high, weight = _linear_stencil(size_in, size_out)
+        last = first + crop.shape[axis + 1]
+        inside = np.flatnonzero((low >= first) & (high < last))
+        lo, hi = (int(inside[0]), int(inside[-1]) + 1) if inside.size else (0, 0)
+        boxes.append(slice(lo, hi))
+        index = torch.as_tensor(low[lo:hi] - first, device=crop.device)
+        index_high = torch.as_tensor(high[lo:hi] - first, device=crop.device)
+        shape = [1] * 4
+        shape[axis + 1] = hi - lo
+        w = torch.as_tensor(weight[lo:hi], device=crop.device, dtype=crop.dtype).reshape(shape)
+        a, b = out.index_select(axis + 1, index), out.index_select(axis + 1, index_high)
+        out = a + (b - a) * w
+    return tuple(boxes), out

@@ -1,0 +1,4 @@
+"""Adversarial fragility (fast 3D QUAM-SM).
+
+Where a slightly different, equally good model would draw the contour elsewhere.
+"""
