@@ -47,7 +47,7 @@ def _held_out_options(parser: argparse.ArgumentParser) -> None:
 # the same names as pipeline.UNCERTAINTY_METHODS and evaluation.harness.EVALUATION_METHODS (a test checks);
 # spelled out here so that --help does not import torch
 UNCERTAINTY_METHODS = ("auto", "segwithu", "msp", "entropy", "mc-dropout", "tta", "ensemble", "none")
-EVALUATION_METHODS = ("segwithu", "msp", "entropy", "mc-dropout", "tta", "ensemble")
+EVALUATION_METHODS = ("segwithu", "msp", "entropy", "mc-dropout", "tta", "ensemble", "fragility")
 
 
 def _samples_option(parser: argparse.ArgumentParser) -> None:
@@ -66,13 +66,14 @@ def _uncertainty_option(parser: argparse.ArgumentParser) -> None:
     _samples_option(parser)
 
 
-def _fragility_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--fragility",
-        action="store_true",
-        help="also search weight-space adversaries that grow or shrink the contour: fragile voxels, flip mass, "
-        "total/aleatoric/epistemic maps (needs the model's replay set)",
-    )
+def _fragility_options(parser: argparse.ArgumentParser, flag: bool = True) -> None:
+    if flag:
+        parser.add_argument(
+            "--fragility",
+            action="store_true",
+            help="also search weight-space adversaries that grow or shrink the contour: fragile voxels, flip mass, "
+            "total/aleatoric/epistemic maps (needs the model's replay set)",
+        )
     parser.add_argument("--fragility-steps", type=int, help="optimisation steps per adversary (default: 12)")
     parser.add_argument("--fragility-radii", help="grow/shrink distances in mm, comma-separated (default: 1,2,3)")
     parser.add_argument(
@@ -82,12 +83,12 @@ def _fragility_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def fragility_config(args: argparse.Namespace) -> Any:
-    """The :class:`FragilityConfig` the options ask for, or None without ``--fragility``."""
+def fragility_config(args: argparse.Namespace, wanted: bool) -> Any:
+    """The :class:`FragilityConfig` the options ask for, or None when the search is not ``wanted``."""
     budget = [args.fragility_steps, args.fragility_radii, args.fragility_trainable]
-    if not args.fragility:
+    if not wanted:
         if any(v is not None for v in budget):
-            raise SegUncertaintyError("--fragility-steps, --fragility-radii and --fragility-trainable need --fragility")
+            raise SegUncertaintyError("--fragility-steps, --fragility-radii and --fragility-trainable need the search")
         return None
     from .fragility.config import FragilityConfig
 
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, help="only the first N cases of the split")
     evaluate.add_argument("--margin-mm", type=float, default=3.0, help="roi margin around prediction and raters (mm)")
     _samples_option(evaluate)
+    _fragility_options(evaluate, flag=False)
     _device_option(evaluate)
     _progress_option(evaluate)
 
@@ -228,7 +230,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 def _predict(args: argparse.Namespace, progress: Progress, input_path: str) -> dict[str, Any]:
     from .pipeline import predict_stages, predict_to_files
 
-    fragility = fragility_config(args)
+    fragility = fragility_config(args, args.fragility)
     progress.stages = predict_stages(fragility is not None)
     summary = predict_to_files(
         input_path,
@@ -334,6 +336,7 @@ def _evaluate(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         args.margin_mm,
         args.device,
         progress,
+        fragility_config(args, "fragility" in methods),
     )
     if args.progress == "text":
         print((Path(args.output_dir) / "results.md").read_text(), file=sys.stderr)

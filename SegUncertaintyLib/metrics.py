@@ -367,6 +367,45 @@ def rater_disagreement(raters: np.ndarray) -> np.ndarray:
     return frequency * (1 - frequency)
 
 
+def rater_variability(raters: np.ndarray) -> np.ndarray:
+    """Per-voxel binary entropy of the rater frequency f, in bits: 0 where all agree, 1 at an even split.
+
+    The reference map of the QUAM-SM protocol (a ring along the outlines the raters disagree on).
+
+    Args:
+        raters: ``(R, ...)`` label maps; any class > 0 counts as foreground.
+
+    Returns:
+        ``(...)`` float32 in [0, 1].
+    """
+    f = (np.asarray(raters) > 0).mean(axis=0, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -(f * np.log2(f) + (1 - f) * np.log2(1 - f))
+    return np.nan_to_num(h, nan=0.0).astype(np.float32)
+
+
+def variability_agreement(uncertainty: np.ndarray, variability: np.ndarray) -> dict[str, float]:
+    """How well an uncertainty map matches the raters' variability map over a voxel set (QUAM-SM's protocol).
+
+    * ``pcc``: Pearson correlation over the voxels (:func:`normalized_cross_correlation`);
+    * ``r2``: its square (the R^2 of a one-variable least-squares fit);
+    * ``sdice``: soft Dice ``2 sum(u r) / (sum u + sum r)`` of the min-max normalised uncertainty ``u``
+      and the variability ``r`` (:func:`soft_dice`).
+
+    Args:
+        uncertainty: the method's map over the voxel set, any shape.
+        variability: :func:`rater_variability` over the same voxels.
+
+    Returns:
+        ``pcc``, ``r2`` and ``sdice``; pcc and r2 are NaN when either map is constant there.
+    """
+    u = np.asarray(uncertainty, np.float64).ravel()
+    span = u.max() - u.min() if u.size else 0.0
+    normalised = (u - u.min()) / span if span > 0 else np.zeros_like(u)
+    pcc = normalized_cross_correlation(u, variability)
+    return {"pcc": pcc, "r2": pcc**2, "sdice": soft_dice(normalised, np.asarray(variability).ravel())}
+
+
 def normalized_cross_correlation(a: np.ndarray, b: np.ndarray) -> float:
     """``mean((a - mean a)(b - mean b)) / (std a * std b)`` with population standard deviations.
 

@@ -22,8 +22,10 @@ from SegUncertaintyLib.metrics import (
     negative_log_likelihood,
     normalized_cross_correlation,
     rater_disagreement,
+    rater_variability,
     risk_coverage,
     soft_dice,
+    variability_agreement,
     volume_crps,
 )
 
@@ -214,3 +216,20 @@ def test_soft_dice_ncc_and_rater_disagreement():
     assert normalized_cross_correlation(u, 3 * u + 1) == pytest.approx(1.0)
     assert normalized_cross_correlation(u, -u) == pytest.approx(-1.0)
     assert np.isnan(normalized_cross_correlation(u, np.ones(4)))
+
+
+def test_rater_variability_and_the_quam_sm_agreement_scores():
+    from scipy.stats import pearsonr
+
+    raters = np.zeros((4, 1, 1, 3), bool)
+    raters[:2, 0, 0, 0] = True  # 2 of 4: one bit
+    raters[:1, 0, 0, 1] = True  # 1 of 4
+    np.testing.assert_allclose(rater_variability(raters)[0, 0], [1.0, 0.8112781, 0.0], atol=1e-6)
+    rng = np.random.default_rng(3)
+    u, r = rng.random(200) * 5 + 2, rng.random(200)
+    agreement = variability_agreement(u, r)
+    assert agreement["pcc"] == pytest.approx(pearsonr(u, r).statistic, abs=1e-12)
+    assert agreement["r2"] == pytest.approx(agreement["pcc"] ** 2)
+    normalised = (u - u.min()) / (u.max() - u.min())
+    assert agreement["sdice"] == pytest.approx(2 * (normalised * r).sum() / (normalised.sum() + r.sum()))
+    assert np.isnan(variability_agreement(np.ones(5), r[:5])["pcc"])

@@ -1,14 +1,17 @@
 """Every uncertainty method in one run: quality on the LIDC test split, and cost per volume.
 
 Quality: ``evaluate_methods`` (the engine behind ``seguncertainty evaluate``) runs the SegWithU
-head, max-softmax, entropy, MC dropout, test-time augmentation and the deep ensemble over the
-split and scores them against the 4 raters (Dice, GED², HM-IoU, volume CRPS, ECE, Brier, NLL,
-error-detection AUROC / AUPRC / AURC / E-AURC, NCC with rater disagreement).
+head, max-softmax, entropy, MC dropout, test-time augmentation, the deep ensemble and the
+fragility search over the split and scores them against the 4 raters (Dice, GED², HM-IoU, volume
+CRPS, ECE, Brier, NLL, error-detection AUROC / AUPRC / AURC / E-AURC, NCC with rater disagreement,
+and QUAM-SM's PCC / R² / soft Dice of each epistemic, aleatoric and total map against the raters'
+variability).
 
-Cost: ``seguncertainty predict --uncertainty M`` on each volume of ``--cost-sizes``, one fresh
-process per run (peak memory is that process's maximum resident set), methods interleaved within
-each repeat so that they share the machine's state; the median over repeats is reported, with
-the ratio to the backbone alone (``--uncertainty none``) from the same invocation.
+Cost: ``seguncertainty predict --uncertainty M`` (``--uncertainty none --fragility`` for the
+search) on each volume of ``--cost-sizes``, one fresh process per run (peak memory is that
+process's maximum resident set), methods interleaved within each repeat so that they share the
+machine's state; the median over repeats is reported, with the ratio to the backbone alone
+(``--uncertainty none``) from the same invocation.
 
 Usage::
 
@@ -51,9 +54,11 @@ def cost_rows(methods: list[str], sizes: list[str], repeats: int, samples: int |
             path = write_input(size, folder)
             for _ in range(repeats):
                 for mode in modes:
-                    summary = run_predict(
-                        path, folder / "out", device, mode, extra if mode in ("mc-dropout", "tta") else ()
-                    )
+                    if mode == "fragility":  # the search on top of a plain backbone pass
+                        summary = run_predict(path, folder / "out", device, "none", ("--fragility",))
+                    else:
+                        options = extra if mode in ("mc-dropout", "tta") else ()
+                        summary = run_predict(path, folder / "out", device, mode, options)
                     runs.setdefault((size, mode), []).append(summary)
     rows = []
     for (size, mode), summaries in runs.items():

@@ -9,13 +9,19 @@ Reference and voxel sets, the same for every method:
   segmentation or of any rater's outline. Every error lies in the roi; the margin adds the hard
   correct voxels along the boundaries, where ranking is hard.
 
+The fragility search (``fragility``) is scored on the backbone's segmentation (it does not change it),
+with the reference and each adversary's last admissible snapshot as its samples.
+
 Per case, each method gets segmentation metrics (Dice vs majority, vs each rater, vs the
 unanimous consensus; soft Dice vs the rater frequency), multi-rater metrics (GED^2 and
 Hungarian-matched IoU of its samples against the raters, volume CRPS in mL) and calibration
 metrics in the roi (top-label ECE, Brier, NLL of the probabilities it reports: calibrated ones for
 the head). Each of its uncertainty maps ("scores") gets error-detection AUROC and AUPRC (all and
 roi), and in the roi AURC, E-AURC and the NCC with rater disagreement. Roi voxels are also pooled over
-cases for dataset-level figures and the plots.
+cases for dataset-level figures and the plots. Each map a method splits its uncertainty into
+(:data:`DECOMPOSITION`: epistemic, aleatoric, total) is compared with the raters' variability map
+(:func:`..metrics.rater_variability`) as QUAM-SM does: Pearson r, R^2 and soft Dice, over the whole
+volume and in the roi.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ import numpy as np
 from ..baselines import SAMPLING_METHODS, SINGLE_PASS_METHODS, check_available, sampling_windows, single_pass_map
 from ..data.cases import Case
 from ..errors import SegUncertaintyError
+from ..fragility.config import FragilityConfig
+from ..fragility.replay import load_replay
+from ..fragility.search import FragilitySearch
 from ..inference import Prediction, predict_sampled, predict_volume, resolve_device
 from ..metrics import (
     CalibrationBins,
@@ -45,8 +54,10 @@ from ..metrics import (
     negative_log_likelihood,
     normalized_cross_correlation,
     rater_disagreement,
+    rater_variability,
     region_around,
     soft_dice,
+    variability_agreement,
     volume_crps,
 )
 from ..model.backbones import load_backbone
@@ -62,9 +73,20 @@ SCORES: dict[str, tuple[str, ...]] = {
     "mc-dropout": ("entropy", "mutual_information", "epkl"),
     "tta": ("entropy", "mutual_information", "epkl"),
     "ensemble": ("entropy", "mutual_information", "epkl"),
+    "fragility": ("flip_mass", "fragility_epistemic", "fragility_total"),
+}
+# The maps a method splits its uncertainty into (role -> map), compared with the raters' variability.
+_SAMPLED = {"epistemic": "mutual_information", "aleatoric": "expected_entropy", "total": "entropy"}
+DECOMPOSITION: dict[str, dict[str, str]] = {
+    "segwithu": {"epistemic": "epistemic", "aleatoric": "aleatoric"},
+    "entropy": {"total": "entropy"},
+    "mc-dropout": _SAMPLED,
+    "tta": _SAMPLED,
+    "ensemble": _SAMPLED,
+    "fragility": {"epistemic": "fragility_epistemic", "aleatoric": "fragility_aleatoric", "total": "fragility_total"},
 }
 EVALUATION_METHODS = tuple(SCORES)
-SINGLE_PASS = ("segwithu", *SINGLE_PASS_METHODS)  # share one backbone pass per case
+SINGLE_PASS = ("segwithu", *SINGLE_PASS_METHODS, "fragility")  # share one backbone pass per case
 
 
 @dataclass
@@ -104,7 +126,7 @@ class Evaluation:
 
 
 def check_methods(methods: Sequence[str], package: ModelPackage, samples: int | None = None) -> list[str]:
-    """Validate method names against the package (head, members) before anything slow starts."""
+    """Validate method names against the package (head, members, replay set) before anything slow starts."""
     methods = list(dict.fromkeys(methods))
     if not methods:
         raise SegUncertaintyError("no methods given")
@@ -115,6 +137,8 @@ def check_methods(methods: Sequence[str], package: ModelPackage, samples: int | 
             raise SegUncertaintyError(f"model {package.card.name!r} has no uncertainty head to evaluate")
         if method in SAMPLING_METHODS:
             check_available(method, package, samples)
+        if method == "fragility":
+            load_replay(package)
     return methods
 
 
@@ -125,6 +149,20 @@ def method_view(method: str, shared: Prediction) -> tuple[np.ndarray, dict[str, 
     return shared.probabilities, single_pass_map(method, shared.probabilities)
 
 
+def variability_metrics(
+    maps: dict[str, np.ndarray], decomposition: dict[str, str], variability: np.ndarray, roi: np.ndarray
+) -> dict[str, float]:
+    """``<role>/<pcc|r2|sdice>_<all|roi>`` of each map of a decomposition against the raters' variability."""
+    row = {}
+    for role, name in decomposition.items():
+        for where, mask in (("all", None), ("roi", roi)):
+            values = maps[name] if mask is None else maps[name][mask]
+            reference = variability if mask is None else variability[mask]
+            for metric, value in variability_agreement(values, reference).items():
+                row[f"{role}/{metric}_{where}"] = value
+    return row
+
+
 def score_case(
     case: Case,
     labels: np.ndarray,
@@ -133,6 +171,7 @@ def score_case(
     samples: np.ndarray,
     score_names: Sequence[str],
     margin_mm: float,
+    decomposition: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray]]:
     """The metrics of one method on one case.
 
@@ -144,6 +183,7 @@ def score_case(
         samples: ``(S, k, j, i)`` its sampled segmentations (``labels[None]`` for a deterministic method).
         score_names: which maps to score.
         margin_mm: roi margin.
+        decomposition: role -> map name of the maps to compare with the raters' variability.
 
     Returns:
         The row of metrics, ``score -> (roi scores, roi errors)``, and ``(roi confidence, roi correct)``.
@@ -189,6 +229,7 @@ def score_case(
         row[f"{name}/eaurc_roi"] = e_aurc(roi_score, errors[roi])
         row[f"{name}/ncc_roi"] = normalized_cross_correlation(roi_score, disagreement)
         pooled[name] = (roi_score.astype(np.float32), errors[roi])
+    row.update(variability_metrics(maps, decomposition or {}, rater_variability(raters), roi))
     return row, pooled, (confidence.astype(np.float32), correct)
 
 
@@ -200,6 +241,7 @@ def evaluate_methods(
     samples: int | None = None,
     margin_mm: float = 3.0,
     progress: Progress | None = None,
+    fragility: FragilityConfig | None = None,
 ) -> Evaluation:
     """Run every method on every case and score it (see the module docstring for what is measured).
 
@@ -211,6 +253,7 @@ def evaluate_methods(
         samples: passes of MC dropout (default 10) and TTA (default 8).
         margin_mm: roi margin in mm.
         progress: receives stage ``"evaluate"`` after every case.
+        fragility: settings of the fragility search (its defaults if None).
     """
     methods = check_methods(methods, package, samples)
     result = Evaluation(methods=methods, cases=len(cases), margin_mm=margin_mm)
@@ -224,6 +267,9 @@ def evaluate_methods(
     # networks are loaded once for the whole split
     network = load_backbone(package, resolve_device(device)) if single else None
     head = load_head(package, resolve_device(device)) if "segwithu" in single else None
+    search = None
+    if "fragility" in methods:
+        search = FragilitySearch(package, network, load_replay(package), fragility, resolve_device(device))
     windows = {m: sampling_windows(m, package, device, samples) for m in methods if m in SAMPLING_METHODS}
     for n, case in enumerate(cases):
         outputs: dict[str, tuple[Prediction, float]] = {}
@@ -232,19 +278,33 @@ def evaluate_methods(
             shared = predict_volume(case.volume, package, network=network, head=head, device=device)
             for method in single:
                 outputs[method] = (shared, time.perf_counter() - start)
+            if search is not None:
+                start = time.perf_counter()
+                found = search.run(case.volume, shared, keep_sample_labels=True)
+                outputs["fragility"] = (found, outputs["fragility"][1] + time.perf_counter() - start)
         for method, window_fns in windows.items():
             start = time.perf_counter()
             prediction = predict_sampled(case.volume, package, window_fns, device, keep_sample_labels=True)
             outputs[method] = (prediction, time.perf_counter() - start)
         for method in methods:
             prediction, seconds = outputs[method]
-            if method in SINGLE_PASS:
+            if method == "fragility":
+                prediction, maps, sampled = shared, prediction.maps, prediction.sample_labels
+                probabilities = shared.probabilities
+            elif method in SINGLE_PASS:
                 probabilities, maps = method_view(method, prediction)
                 sampled = prediction.labels[None]
             else:
                 probabilities, maps, sampled = prediction.probabilities, prediction.maps, prediction.sample_labels
             row, pooled, (confidence, correct) = score_case(
-                case, prediction.labels, probabilities, maps, sampled, SCORES[method], margin_mm
+                case,
+                prediction.labels,
+                probabilities,
+                maps,
+                sampled,
+                SCORES[method],
+                margin_mm,
+                DECOMPOSITION.get(method),
             )
             result.case_rows.append({"case_id": case.case_id, "method": method, **row})
             result.calibration[method].add(confidence, correct)

@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 
 from ..data.datasets import load_dataset_cases
+from ..fragility.config import FragilityConfig
 from ..metrics import aurc, auroc, average_precision, e_aurc, risk_coverage
 from ..model.package import load_package
 from ..outputs import StagedOutput
 from ..progress import Progress
-from .harness import EVALUATION_METHODS, SCORES, Evaluation, check_methods, evaluate_methods
+from .harness import DECOMPOSITION, EVALUATION_METHODS, SCORES, Evaluation, check_methods, evaluate_methods
 
 # Per-method columns: (key, header, how the per-case values become one number)
 METHOD_COLUMNS = [
@@ -98,6 +99,26 @@ def score_table(evaluation: Evaluation) -> list[dict[str, Any]]:
     return table
 
 
+VARIABILITY_METRICS = [("pcc", "PCC"), ("r2", "R²"), ("sdice", "SDice")]
+
+
+def variability_table(evaluation: Evaluation) -> list[dict[str, Any]]:
+    """One row per (method, role) of :data:`DECOMPOSITION`: mean and std over cases of PCC, R², SDice (all, roi)."""
+    table = []
+    for method in evaluation.methods:
+        rows = _rows_of(evaluation, method)
+        for role, name in DECOMPOSITION.get(method, {}).items():
+            entry: dict[str, Any] = {"method": method, "role": role, "map": name}
+            for where in ("all", "roi"):
+                for metric, _ in VARIABILITY_METRICS:
+                    values = [r[f"{role}/{metric}_{where}"] for r in rows]
+                    finite = [v for v in values if v is not None and not math.isnan(v)]
+                    entry[f"{metric}_{where}"] = _mean(finite)
+                    entry[f"{metric}_{where}_std"] = float(np.std(finite)) if finite else float("nan")
+            table.append(entry)
+    return table
+
+
 def _format(value: Any) -> str:
     if isinstance(value, float):
         return "–" if math.isnan(value) else f"{value:.4f}"
@@ -132,7 +153,27 @@ def markdown(evaluation: Evaluation, title: str) -> str:
         lines.append(
             f"| {row['method']} | {row['score']} | " + " | ".join(_format(row[k]) for k, _ in SCORE_COLUMNS) + " |"
         )
+    variability = variability_table(evaluation)
+    if variability:
+        headers = [f"{h} {where}" for where in ("all", "roi") for _, h in VARIABILITY_METRICS]
+        lines += [
+            "",
+            "## Agreement with the raters' variability (QUAM-SM protocol, mean ± std over cases)",
+            "",
+            "| method | role | map | " + " | ".join(headers) + " |",
+            "|---" * (len(headers) + 3) + "|",
+        ]
+        for row in variability:
+            cells = [
+                f"{_format(row[f'{m}_{where}'])} ± {_format(row[f'{m}_{where}_std'])}"
+                for where in ("all", "roi")
+                for m, _ in VARIABILITY_METRICS
+            ]
+            lines.append(f"| {row['method']} | {row['role']} | {row['map']} | " + " | ".join(cells) + " |")
     lines += [
+        "",
+        "Variability map: binary entropy of the rater frequency in bits. PCC: Pearson r over voxels; R² = PCC²; "
+        "SDice: soft Dice of the min-max normalised map and the variability map.",
         "",
         "Dice vs consensus: scored where all raters agree. GED²: V-statistic with d = 1 − IoU (one sample for "
         "single-pass methods). Volume CRPS: the method's sample volumes against each rater's volume, mean over "
@@ -241,12 +282,15 @@ def write_report(
     Returns:
         The summary: file names and both tables (JSON-safe: NaN becomes null).
     """
-    methods, scores = method_table(evaluation), score_table(evaluation)
+    methods, scores, variability = method_table(evaluation), score_table(evaluation), variability_table(evaluation)
     stage("results.md").write_text(markdown(evaluation, title))
     _write_csv(methods, stage("methods.csv"))
     _write_csv(scores, stage("scores.csv"))
     _write_csv(evaluation.case_rows, stage("per_case.csv"))
     files = {"markdown": "results.md", "methods": "methods.csv", "scores": "scores.csv", "per_case": "per_case.csv"}
+    if variability:
+        _write_csv(variability, stage("variability.csv"))
+        files["variability"] = "variability.csv"
     if plots:
         plot_risk_coverage(evaluation, stage("risk_coverage.png"))
         plot_reliability(evaluation, stage("reliability.png"))
@@ -258,6 +302,7 @@ def write_report(
             "margin_mm": evaluation.margin_mm,
             "methods": methods,
             "scores": scores,
+            "variability": variability,
         }
     )
 
@@ -274,6 +319,7 @@ def evaluate_to_files(
     margin_mm: float = 3.0,
     device: str = "auto",
     progress: Progress | None = None,
+    fragility: FragilityConfig | None = None,
 ) -> dict[str, Any]:
     """What ``seguncertainty evaluate`` does: run the methods over a split and write the report.
 
@@ -287,11 +333,13 @@ def evaluate_to_files(
     methods = check_methods(methods, package, samples)
     cases = load_dataset_cases(data, split, cache_dir, limit)
     with StagedOutput(output_dir) as out:
-        evaluation = evaluate_methods(cases, package, methods, device, samples, margin_mm, progress)
+        evaluation = evaluate_methods(cases, package, methods, device, samples, margin_mm, progress, fragility)
         title = f"{package.card.name} on {data} {split}: {', '.join(methods)}"
         plots = plots_available()
         summary = write_report(evaluation, out.stage, title, plots=plots)
         summary.update(model=package.card.name, data=data, split=split, samples=samples)
+        if "fragility" in methods:
+            summary["fragility"] = (fragility or FragilityConfig()).to_dict()
         if not plots:
             summary["plots_skipped"] = "matplotlib is not installed: pip install 'seguncertainty[eval]'"
         out.commit(summary)

@@ -220,7 +220,7 @@ class FragilitySearch:
             snapshots=int(history.size),
             admissible_snapshots=int(admissible.sum()),
             admissible_per_adversary=admissible.sum(axis=0).tolist(),
-            replay_loss_last=[round(float(v), 6) for v in history[-1]],
+            replay_loss_per_step=np.round(history, 6).tolist(),  # (K, M)
             fragile_voxels=fragile,
             fragile_volume_ml=round(fragile * reference.geometry.voxel_volume_ml, 4),
             seconds=round(time.perf_counter() - started, 3),
