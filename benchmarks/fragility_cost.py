@@ -36,10 +36,10 @@ from SegUncertaintyLib.model.package import load_package
 
 # name -> (settings, the matching predict options)
 VARIANTS = {
-    "last-conv (default)": (FragilityConfig(), ()),
+    "last-conv": (FragilityConfig(), ()),  # the default
     "head": (FragilityConfig(trainable="head"), ("--fragility-trainable", "head")),
     "last-block": (FragilityConfig(trainable="last-block"), ("--fragility-trainable", "last-block")),
-    "last-conv, 2 mm, 6 steps": (
+    "last-conv 2mm 6steps": (
         FragilityConfig(radii_mm=(2.0,), steps=6),
         ("--fragility-radii", "2", "--fragility-steps", "6"),
     ),
