@@ -70,12 +70,12 @@ class FrozenInstanceNorm(nn.Module):
         if self.recording:
             dims = tuple(range(2, x.dim()))
             self.var, self.mean = (t.detach() for t in torch.var_mean(x, dim=dims, unbiased=False))
-        shape = (*self.mean.shape, *([1] * (x.dim() - 2)))
-        out = (x - self.mean.reshape(shape)) * torch.rsqrt(self.var.reshape(shape) + self.eps)
+        spatial = (1,) * (x.dim() - 2)
+        out = (x - self.mean.reshape(*self.mean.shape, *spatial)) * torch.rsqrt(
+            self.var.reshape(*self.var.shape, *spatial) + self.eps
+        )
         if self.weight is not None:
-            out = out * self.weight.reshape(1, -1, *([1] * (x.dim() - 2))) + self.bias.reshape(
-                1, -1, *([1] * (x.dim() - 2))
-            )
+            out = out * self.weight.reshape(1, -1, *spatial) + self.bias.reshape(1, -1, *spatial)
         return out
 
 
@@ -111,13 +111,6 @@ class Tail(nn.Module):
         finally:
             for norm in norms:
                 norm.recording = False
-
-    def select(self, rows: Sequence[int]) -> None:
-        """Keep the statistics of these windows only (in this order)."""
-        index = torch.as_tensor(list(rows), dtype=torch.long)
-        for norm in self.modules():
-            if isinstance(norm, FrozenInstanceNorm):
-                norm.mean, norm.var = norm.mean[index.to(norm.mean.device)], norm.var[index.to(norm.var.device)]
 
 
 def _freeze_norms(module: nn.Module) -> None:
