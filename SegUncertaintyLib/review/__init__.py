@@ -1,0 +1,1 @@
+"""Reviewing a segmentation region by region: the high-risk regions, worst first."""
