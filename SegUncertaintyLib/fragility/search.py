@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inference import Prediction, argmax_labels, prepare_image
+from ..inference import Prediction, argmax_labels, predict_volume, prepare_image, resolve_device
+from ..model.backbones import load_backbone
 from ..model.package import ModelPackage
 from ..preprocess import resize_box
 from ..progress import Progress
@@ -40,7 +41,7 @@ from ..uncertainty import predictive_entropy
 from ..volume import Volume
 from .config import FragilityConfig
 from .layout import Box, Tile, grow, padding_before, reach_crop, shift, tiles_for
-from .replay import ReplaySet
+from .replay import ReplaySet, load_replay
 from .tail import Tail, batched_tail, crop_inputs, input_scale, stacked_parameters, tail_spec, trunk_pass
 from .targets import Target, adversary_name, band_regions, make_targets
 
@@ -321,7 +322,16 @@ class FragilitySearch:
         return np.array(history)
 
     @staticmethod
-    def _record(regions, tiles, deltas, admissible, weights, step, model_shape, input_shape) -> None:
+    def _record(
+        regions: list[_Region],
+        tiles: list[_TileData],
+        deltas: list[torch.Tensor],
+        admissible: np.ndarray,
+        weights: np.ndarray,
+        step: int,
+        model_shape: tuple[int, ...],
+        input_shape: tuple[int, ...],
+    ) -> None:
         """Add the admissible snapshots of one step to every region's mixture, on the input grid."""
         changes = dict(zip((id(t) for t in tiles), deltas, strict=True))
         for region in regions:
@@ -411,10 +421,6 @@ def fragility_for(
         keep_sample_labels: also return the reference's and each adversary's label map.
         progress: receives stage ``"fragility"``.
     """
-    from ..inference import predict_volume, resolve_device
-    from ..model.backbones import load_backbone
-    from .replay import load_replay
-
     replay = load_replay(package)
     dev = resolve_device(device)
     network = load_backbone(package, dev)
