@@ -21,6 +21,7 @@ from typing import Any
 
 from . import __version__
 from .errors import Cancelled, SegUncertaintyError
+from .fragility.config import TRAINABLE  # plain Python: --help stays free of torch
 from .progress import Progress, make_progress
 
 EXIT_ERROR, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM = 1, 70, 130, 143
@@ -78,7 +79,7 @@ def _fragility_options(parser: argparse.ArgumentParser, flag: bool = True) -> No
     parser.add_argument("--fragility-radii", help="grow/shrink distances in mm, comma-separated (default: 1,2,3)")
     parser.add_argument(
         "--fragility-trainable",
-        choices=("last-block", "last-conv", "head"),
+        choices=TRAINABLE,
         help="the part of the network the adversaries change (default: last-conv)",
     )
 
