@@ -10,6 +10,7 @@ exits 1; Ctrl-C or SIGTERM cancel cleanly (exit 130 / 143) without leaving parti
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import signal
@@ -84,6 +85,16 @@ def _fragility_options(parser: argparse.ArgumentParser, flag: bool = True) -> No
     )
 
 
+def _region_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--region-threshold",
+        type=float,
+        default=0.1,
+        help="estimated probability of error from which voxels form the high-risk regions of regions.json "
+        "(default: 0.1)",
+    )
+
+
 def fragility_config(args: argparse.Namespace, wanted: bool) -> Any:
     """The :class:`FragilityConfig` the options ask for, or None when the search is not ``wanted``."""
     budget = [args.fragility_steps, args.fragility_radii, args.fragility_trainable]
@@ -127,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _uncertainty_option(predict)
     _fragility_options(predict)
+    _region_option(predict)
     _device_option(predict)
     _progress_option(predict)
 
@@ -134,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output-dir", required=True, help="folder for the outputs")
     _uncertainty_option(demo)
     _fragility_options(demo)
+    _region_option(demo)
     _device_option(demo)
     _progress_option(demo)
 
@@ -224,6 +237,15 @@ def _print_summary(summary: dict[str, Any]) -> None:
             f"{search['admissible_snapshots']} of {search['snapshots']} adversarial snapshots admissible",
             file=sys.stderr,
         )
+    with open(Path(summary["output_dir"]) / summary["outputs"]["regions"]) as file:
+        regions = json.load(file)["regions"]
+    if regions:
+        worst = regions[0]
+        print(
+            f"  {len(regions)} high-risk region(s); the worst holds {worst['expected_errors']:.0f} expected wrong "
+            f"voxels around RAS ({', '.join(f'{c:.1f}' for c in worst['centroid_ras'])})",
+            file=sys.stderr,
+        )
     seconds, memory = summary["timings_s"]["total"], summary["peak_memory_mb"]
     print(f"  total {seconds:.1f} s on {summary['device']}, peak memory {memory:.0f} MiB", file=sys.stderr)
 
@@ -243,6 +265,7 @@ def _predict(args: argparse.Namespace, progress: Progress, input_path: str) -> d
         progress,
         args.samples,
         fragility,
+        args.region_threshold,
     )
     if args.progress == "text":
         _print_summary(summary)

@@ -16,6 +16,9 @@ Outputs (in the output folder, all on the input's exact grid):
 * with ``fragility``, from the adversarial search (see :mod:`.fragility.search`): ``fragile.<ext>``
   (uint8 mask of the voxels an equally good adversarial model labels differently), ``flip_mass``,
   ``first_flip``, ``fragility_total``, ``fragility_aleatoric`` and ``fragility_epistemic``;
+* ``regions.<ext>`` and ``regions.json``: the high-risk regions for review (see
+  :func:`review_regions`), as a uint16 label map (n = the region of rank n) and their sizes, RAS
+  centres, boxes, risks and expected wrong voxels, worst first;
 * ``summary.json``: the files, the input geometry, the model, class volumes, timings, peak memory
   (and, with ``fragility``, the fragile-voxel count and volume and the search's figures).
 
@@ -24,6 +27,7 @@ Files appear whole or not at all (see :class:`StagedOutput`).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -45,6 +49,7 @@ from .io import check_writable_suffix, read_volume, write_volume
 from .model.package import ModelPackage, load_package
 from .outputs import StagedOutput
 from .progress import Progress
+from .review.regions import DEFAULT_MERGE_MM, DEFAULT_THRESHOLD, find_regions
 from .segwithu.package import has_head, load_head
 from .volume import Volume
 
@@ -82,15 +87,30 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "class"
 
 
+VOLUME_INTERVAL_LEVELS = (0.75, 0.25)
+
+
+def best_probabilities(prediction: Prediction) -> np.ndarray:
+    """``(C, k, j, i)`` the calibrated probabilities when the prediction has them, else the probabilities."""
+    if prediction.calibrated_probabilities is None:
+        return prediction.probabilities
+    return prediction.calibrated_probabilities
+
+
 def class_volumes(prediction: Prediction, classes: list[str]) -> list[dict[str, Any]]:
     """Per foreground class: voxel count, label-map volume and expected volume (sum of probabilities), mL.
 
-    With calibrated probabilities, also their expected volume.
+    With calibrated probabilities, also their expected volume. ``volume_interval_ml`` is the volume
+    of the voxels whose probability of the class (calibrated when available) is at least 0.75, and
+    at least 0.25: how far the volume moves when the boundary is drawn at a stricter or a looser
+    level.
     """
     voxel_ml = prediction.geometry.voxel_volume_ml
     counts = np.bincount(prediction.labels.ravel(), minlength=len(classes))
+    best = best_probabilities(prediction)
     rows = []
     for index, name in enumerate(classes[1:], start=1):
+        interval = [round(np.count_nonzero(best[index] >= level) * voxel_ml, 4) for level in VOLUME_INTERVAL_LEVELS]
         row = {
             "index": index,
             "name": name,
@@ -101,6 +121,7 @@ def class_volumes(prediction: Prediction, classes: list[str]) -> list[dict[str, 
         if prediction.calibrated_probabilities is not None:
             expected = float(prediction.calibrated_probabilities[index].sum(dtype=np.float64)) * voxel_ml
             row["calibrated_expected_volume_ml"] = round(expected, 4)
+        row["volume_interval_ml"] = interval
         rows.append(row)
     return rows
 
@@ -148,8 +169,43 @@ def run_method(
     return prediction
 
 
+def risk_map(prediction: Prediction) -> tuple[str, np.ndarray]:
+    """The map regions are drawn from, on a probability-of-error scale: ``(its name, (k, j, i) float32 map)``.
+
+    The head's ``error_probability`` when the prediction has it, else ``1 - max_c p_c`` of the
+    (calibrated when available) probabilities, the probability of error if they are calibrated.
+    """
+    if "error_probability" in prediction.maps:
+        return "error_probability", prediction.maps["error_probability"]
+    return "1 - max probability", (1.0 - best_probabilities(prediction).max(axis=0)).astype(np.float32)
+
+
+def review_regions(prediction: Prediction, threshold: float = DEFAULT_THRESHOLD) -> tuple[np.ndarray, dict[str, Any]]:
+    """The high-risk regions of a prediction (see :mod:`.review.regions`), fragile voxels included.
+
+    Returns:
+        ``(k, j, i)`` uint16 region label map and the content of ``regions.json``.
+    """
+    source, risk = risk_map(prediction)
+    fragile = prediction.maps.get("fragile")
+    labels, regions = find_regions(risk, prediction.geometry, threshold, fragile=fragile, merge_mm=DEFAULT_MERGE_MM)
+    record = {
+        "risk_map": source,
+        "threshold": threshold,
+        "merge_mm": DEFAULT_MERGE_MM,
+        "fragile_included": fragile is not None,
+        "regions": [region.to_dict() for region in regions],
+    }
+    return labels.astype(np.uint16), record
+
+
 def write_outputs(
-    prediction: Prediction, classes: list[str], extension: str, path_for: Callable[[str], Path], progress: Progress
+    prediction: Prediction,
+    classes: list[str],
+    extension: str,
+    path_for: Callable[[str], Path],
+    progress: Progress,
+    region_threshold: float = DEFAULT_THRESHOLD,
 ) -> dict[str, Any]:
     """Write every output of a prediction to ``path_for(file_name)``; returns the ``outputs`` entry of the summary."""
     geometry = prediction.geometry
@@ -167,6 +223,11 @@ def write_outputs(
     if prediction.maps:
         outputs["maps"] = {name: f"{name}{extension}" for name in prediction.maps}
         jobs += [(outputs["maps"][name], array) for name, array in prediction.maps.items()]
+    region_labels, regions = review_regions(prediction, region_threshold)
+    outputs["region_labels"] = regions["labels"] = f"regions{extension}"
+    outputs["regions"] = "regions.json"
+    jobs.append((outputs["region_labels"], region_labels))
+    path_for(outputs["regions"]).write_text(json.dumps(regions, indent=2) + "\n")
     for done, (file_name, array) in enumerate(jobs, start=1):
         write_volume(array, geometry, path_for(file_name))
         progress("write", done / len(jobs))
@@ -183,6 +244,7 @@ def predict_to_files(
     progress: Progress | None = None,
     samples: int | None = None,
     fragility: FragilityConfig | None = None,
+    region_threshold: float = DEFAULT_THRESHOLD,
 ) -> dict[str, Any]:
     """Segment a volume file and write the outputs.
 
@@ -196,6 +258,8 @@ def predict_to_files(
         progress: receives the stages of :data:`PREDICT_STAGES`.
         samples: passes of ``mc-dropout`` (default 10) or ``tta`` (default 8).
         fragility: also run the fragility search with these settings (the package needs a replay set).
+        region_threshold: voxels whose estimated probability of error reaches it form the high-risk
+            regions (``regions.json``; see :func:`review_regions`).
 
     Returns:
         The summary (also written as ``summary.json``).
@@ -226,7 +290,7 @@ def predict_to_files(
         report("write", 0.0)
         t0 = time.perf_counter()
         classes = package.card.classes
-        outputs = write_outputs(prediction, classes, extension, out.stage, report)
+        outputs = write_outputs(prediction, classes, extension, out.stage, report, region_threshold)
         timings = {"read": read_seconds, **prediction.timings, "write": time.perf_counter() - t0}
         timings["total"] = time.perf_counter() - started
         summary = {

@@ -116,6 +116,20 @@ class Geometry:
             direction=self.direction,
         )
 
+    @classmethod
+    def from_ijk_to_ras(cls, shape: tuple[int, int, int], ijk_to_ras: np.ndarray) -> Geometry:
+        """The grid of ``shape`` (k, j, i) placed by a 4x4 ``(i, j, k, 1)`` -> RAS mm matrix (a Slicer volume node's).
+
+        Raises:
+            ValueError: the matrix is singular (a voxel axis of zero length).
+        """
+        ijk_to_lps = LPS_TO_RAS @ np.asarray(ijk_to_ras, dtype=np.float64)  # the flip is its own inverse
+        axes = ijk_to_lps[:3, :3]
+        spacing = np.linalg.norm(axes, axis=0)
+        if np.any(spacing <= 0):
+            raise ValueError(f"the IJK to RAS matrix has an axis of zero length: {np.asarray(ijk_to_ras).tolist()}")
+        return cls(shape, tuple(spacing), tuple(ijk_to_lps[:3, 3]), tuple((axes / spacing).ravel()))
+
     def is_close(self, other: Geometry, atol: float = 1e-4) -> bool:
         """True when both grids have the same shape and (within ``atol`` mm / ``atol``) the same geometry."""
         return (

@@ -49,9 +49,15 @@ def test_predict_writes_outputs_on_the_exact_input_grid(capsys, tmp_path, obliqu
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
     assert {"read", "preprocess", "inference", "resample", "write"} <= {e["stage"] for e in progress}
     summary = json.loads((out / "summary.json").read_text())
-    assert sorted(p.name for p in out.iterdir()) == ["probability_nodule.nrrd", "segmentation.nrrd", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "probability_nodule.nrrd",
+        "regions.json",
+        "regions.nrrd",
+        "segmentation.nrrd",
+        "summary.json",
+    ]
     reference = sitk.ReadImage(str(oblique_demo))
-    for name in ("segmentation.nrrd", "probability_nodule.nrrd"):
+    for name in ("segmentation.nrrd", "probability_nodule.nrrd", "regions.nrrd"):
         image = sitk.ReadImage(str(out / name))
         assert image.GetSize() == reference.GetSize()
         assert np.allclose(image.GetSpacing(), reference.GetSpacing(), atol=1e-6)
@@ -61,6 +67,14 @@ def test_predict_writes_outputs_on_the_exact_input_grid(capsys, tmp_path, obliqu
     nodule = summary["classes"][0]
     assert nodule["name"] == "nodule" and nodule["voxels"] == int((labels == 1).sum()) > 0
     assert nodule["volume_ml"] == pytest.approx(nodule["voxels"] * 0.7 * 0.8 * 1.25 / 1000, rel=1e-3)
+    low, high = nodule["volume_interval_ml"]  # p >= 0.75 and p >= 0.5 (the label map) and p >= 0.25 nest
+    assert 0 < low <= nodule["volume_ml"] <= high
+    # without a head the regions come from 1 - max probability, which reaches 0.5 only on the contour
+    regions = json.loads((out / "regions.json").read_text())
+    assert regions["risk_map"] == "1 - max probability" and regions["labels"] == "regions.nrrd"
+    region_labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "regions.nrrd")))
+    assert region_labels.max() == len(regions["regions"]) > 0
+    assert [r["rank"] for r in regions["regions"]] == list(range(1, len(regions["regions"]) + 1))
     assert summary["timings_s"]["total"] > 0 and summary["peak_memory_mb"] > 0
     assert summary["outputs"]["probabilities"] == {"nodule": "probability_nodule.nrrd"}
 

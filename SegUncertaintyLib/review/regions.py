@@ -1,9 +1,10 @@
 """High-risk regions: where a reviewer should look first, ranked by how many wrong voxels they likely hold.
 
 A region is a connected component (26-neighbourhood) of the voxels whose estimated probability of
-error is at least a threshold, united with the fragile voxels of the adversarial search. Its
-expected number of wrong voxels is the sum of that probability over its voxels; regions are ranked
-by it, largest first.
+error is at least a threshold, united with the fragile voxels of the adversarial search; components
+closer than a merge distance form one region, so that a ragged rim of risky voxels along one
+boundary is reviewed once. Its expected number of wrong voxels is the sum of that probability over
+its voxels; regions are ranked by it, largest first.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+from ..fragility.targets import ball
 from ..volume import Geometry
+
+DEFAULT_THRESHOLD = 0.1
+DEFAULT_MERGE_MM = 3.0
 
 
 @dataclass(frozen=True)
@@ -49,13 +54,25 @@ class Region:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Region:
+        """The region :meth:`to_dict` wrote (lists back to tuples)."""
+        return cls(
+            **{
+                **data,
+                "centroid_ras": tuple(data["centroid_ras"]),
+                "box_kji": tuple(tuple(pair) for pair in data["box_kji"]),
+            }
+        )
+
 
 def find_regions(
     error_probability: np.ndarray,
     geometry: Geometry,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     fragile: np.ndarray | None = None,
     min_voxels: int = 1,
+    merge_mm: float = 0.0,
 ) -> tuple[np.ndarray, list[Region]]:
     """The high-risk regions of one prediction.
 
@@ -65,7 +82,9 @@ def find_regions(
         geometry: the grid of the maps (for mL and RAS positions).
         threshold: voxels at or above it are high-risk.
         fragile: optional ``(k, j, i)`` mask of fragile voxels, high-risk whatever their probability.
-        min_voxels: smaller components are dropped (isolated voxels are rarely worth a look).
+        min_voxels: smaller regions are dropped (isolated voxels are rarely worth a look).
+        merge_mm: high-risk voxels less than this far apart (mm) belong to the same region
+            (0: plain connected components).
 
     Returns:
         ``(k, j, i)`` int32 label map (0: no region; ``n``: the region whose ``label`` is n, labels
@@ -77,7 +96,7 @@ def find_regions(
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     fragile_mask = np.zeros(risk.shape, bool) if fragile is None else np.asarray(fragile, bool)
-    components, count = ndimage.label((risk >= threshold) | fragile_mask, structure=np.ones((3, 3, 3), bool))
+    components, count = _components((risk >= threshold) | fragile_mask, geometry.spacing, merge_mm)
     if count == 0:
         return np.zeros(risk.shape, np.int32), []
     index = np.arange(1, count + 1)
@@ -110,6 +129,35 @@ def find_regions(
             )
         )
     return relabel[components], regions
+
+
+def edit_area(region: Region, geometry: Geometry, margin_mm: float = 3.0) -> np.ndarray:
+    """Where a reviewer may edit to correct a region: its box grown by ``margin_mm`` on every side.
+
+    Returns:
+        ``(k, j, i)`` bool mask on ``geometry``.
+    """
+    area = np.zeros(geometry.shape, bool)
+    margins = [int(np.ceil(margin_mm / s)) for s in geometry.spacing[::-1]]
+    area[
+        tuple(
+            slice(max(lo - m, 0), min(hi + m, n))
+            for (lo, hi), m, n in zip(region.box_kji, margins, geometry.shape, strict=True)
+        )
+    ] = True
+    return area
+
+
+def _components(mask: np.ndarray, spacing: tuple[float, float, float], merge_mm: float) -> tuple[np.ndarray, int]:
+    """26-connected components of ``mask``, those closer than ``merge_mm`` joined (labels only on ``mask``)."""
+    neighbourhood = np.ones((3, 3, 3), bool)
+    if merge_mm <= 0 or not mask.any():
+        return ndimage.label(mask, structure=neighbourhood)
+    # two voxels within merge_mm touch once each grows by half of it
+    grown = ndimage.binary_dilation(mask, structure=ball(merge_mm / 2, spacing))
+    components, count = ndimage.label(grown, structure=neighbourhood)
+    components[~mask] = 0
+    return components, count
 
 
 def remaining_risk(regions: list[Region], reviewed: set[int]) -> float:

@@ -32,16 +32,6 @@ SESSION_FILE = "review.json"
 STATUSES = ("pending", "accepted", "corrected")
 
 
-def _region_from_dict(data: dict[str, Any]) -> Region:
-    return Region(
-        **{
-            **data,
-            "centroid_ras": tuple(data["centroid_ras"]),
-            "box_kji": tuple(tuple(pair) for pair in data["box_kji"]),
-        }
-    )
-
-
 @dataclass
 class ReviewSession:
     """The state of one reviewer's pass over one segmentation.
@@ -82,7 +72,7 @@ class ReviewSession:
             return cls(
                 folder=Path(folder),
                 original=Path(data["original"]),
-                regions=[_region_from_dict(r) for r in data["regions"]],
+                regions=[Region.from_dict(r) for r in data["regions"]],
                 status={int(k): v for k, v in data["status"].items()},
                 log=data["log"],
                 version=int(data["version"]),
@@ -134,6 +124,7 @@ class ReviewSession:
         Returns:
             The new version's file.
         """
+        self._check_region(label)
         current = self.current()
         labels = np.asarray(labels)
         if labels.shape != current.array.shape:
@@ -146,9 +137,21 @@ class ReviewSession:
         self._record(label, "corrected", reviewer, changed=changed, file=path.name)
         return path
 
-    def _record(self, label: int, action: str, reviewer: str | None, changed: int, file: str | None) -> None:
+    def next_pending(self, after: int | None = None) -> int | None:
+        """The first pending region in rank order after region ``after`` (wrapping round), or None when all are done."""
+        labels = [r.label for r in self.regions]
+        start = labels.index(after) + 1 if after in labels else 0
+        for label in labels[start:] + labels[:start]:
+            if self.status[label] == "pending":
+                return label
+        return None
+
+    def _check_region(self, label: int) -> None:
         if label not in self.status:
             raise InputError(f"no region {label} in this session (regions 1 to {len(self.regions)})")
+
+    def _record(self, label: int, action: str, reviewer: str | None, changed: int, file: str | None) -> None:
+        self._check_region(label)
         self.status[label] = action
         self.log.append(
             {

@@ -1,0 +1,179 @@
+"""The files of ``seguncertainty predict`` -> nodes in the scene, and the table of regions to review."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..io import read_volume
+from ..review.regions import Region
+from ..volume import Volume
+from . import display
+from .nodes import add_segmentation, add_volume, node_geometry, set_segment
+
+FRAGILE_SEGMENT = "fragile voxels"
+FRAGILE_COLOUR = (1.0, 0.25, 0.85)
+REGION_COLUMNS = (
+    "Rank",
+    "Status",
+    "Expected wrong voxels",
+    "Volume (mL)",
+    "Mean risk",
+    "Max risk",
+    "Fragile (%)",
+    "R",
+    "A",
+    "S",
+)
+
+
+@dataclass
+class ResultNodes:
+    """What :func:`load_results` put in the scene.
+
+    Attributes:
+        output_dir: the command's output folder.
+        summary: its ``summary.json``.
+        segmentation: ``vtkMRMLSegmentationNode`` with one segment per foreground class (and the
+            fragile voxels as an outline-only segment when the search ran).
+        segment_ids: class label value -> segment ID.
+        fragile_segment_id: the fragile voxels' segment, or None.
+        heatmap: scalar volume node of the estimated probability of error, [0, 1].
+        heatmap_source: which map it shows (``error_probability`` or ``1 - max probability``).
+        probabilities: class name -> volume node of its (calibrated when available) probability.
+        regions: the high-risk regions, worst first.
+        region_table: ``vtkMRMLTableNode``, one row per region in rank order.
+    """
+
+    output_dir: Path
+    summary: dict[str, Any]
+    segmentation: Any
+    segment_ids: dict[int, str]
+    fragile_segment_id: str | None
+    heatmap: Any
+    heatmap_source: str
+    probabilities: dict[str, Any]
+    regions: list[Region]
+    region_table: Any
+
+    @property
+    def volumes(self) -> list[dict[str, Any]]:
+        """Per foreground class: name, volume (mL) and its interval, from ``summary.json``."""
+        return self.summary["classes"]
+
+    def segmentation_file(self) -> Path:
+        return self.output_dir / self.summary["outputs"]["segmentation"]
+
+
+def read_summary(output_dir: str | os.PathLike) -> dict[str, Any]:
+    """The ``summary.json`` of a finished run (InputError if the folder does not hold one)."""
+    path = Path(output_dir) / "summary.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{output_dir} holds no finished seguncertainty run ({exc})") from None
+
+
+def load_results(scene: Any, output_dir: str | os.PathLike, reference: Any) -> ResultNodes:
+    """Put the outputs of ``seguncertainty predict`` for the volume node ``reference`` into the scene.
+
+    Every output must lie on the reference's grid (they do when the command ran on that volume);
+    anything else is refused rather than shown misplaced.
+
+    Raises:
+        InputError: missing or unreadable outputs, or outputs on another grid.
+    """
+    output_dir = Path(output_dir)
+    summary = read_summary(output_dir)
+    outputs = summary["outputs"]
+    grid = node_geometry(reference)
+
+    def read(name: str) -> Volume:
+        volume = read_volume(output_dir / name)
+        if not volume.geometry.is_close(grid):
+            raise InputError(f"{name} is not on the grid of volume {reference.GetName()!r}; was it made from it?")
+        return volume
+
+    base = reference.GetName()
+    classes = summary["model"]["classes"]
+    labels = read(outputs["segmentation"]).array.astype(np.uint8)
+    segmentation, segment_ids = add_segmentation(
+        scene, labels, grid, dict(enumerate(classes[1:], start=1)), reference, f"{base} segmentation"
+    )
+    fragile_id = None
+    if "fragile" in outputs.get("maps", {}):
+        fragile_id = segmentation.GetSegmentation().AddEmptySegment("", FRAGILE_SEGMENT, FRAGILE_COLOUR)
+        set_segment(segmentation, fragile_id, read(outputs["maps"]["fragile"]).array > 0, grid)
+        display.show_outline_only(segmentation, fragile_id)
+
+    probability_files = outputs.get("calibrated_probabilities") or outputs["probabilities"]
+    probabilities = {}
+    arrays = []
+    for name, file_name in probability_files.items():
+        array = read(file_name).array
+        arrays.append(array)
+        probabilities[name] = add_volume(scene, array, grid, f"{base} P({name})")
+    if "error_probability" in outputs.get("maps", {}):
+        source, risk = "error_probability", read(outputs["maps"]["error_probability"]).array
+    else:  # the probability of error if the probabilities are calibrated
+        foreground = np.stack(arrays)
+        best = np.maximum(foreground.max(axis=0), 1.0 - foreground.sum(axis=0))
+        source, risk = "1 - max probability", 1.0 - best
+    heatmap = add_volume(scene, np.clip(risk, 0.0, 1.0), grid, f"{base} risk")
+    display.show_heatmap(heatmap)
+    display.set_layers(scene, background=reference)
+
+    regions = []
+    if "regions" in outputs:
+        try:
+            record = json.loads((output_dir / outputs["regions"]).read_text())
+            regions = [Region.from_dict(r) for r in record["regions"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"cannot read {outputs['regions']}: {exc}") from None
+    table = region_table(scene, regions, f"{base} high-risk regions")
+    return ResultNodes(
+        output_dir, summary, segmentation, segment_ids, fragile_id, heatmap, source, probabilities, regions, table
+    )
+
+
+def region_table(scene: Any, regions: Sequence[Region], name: str, status: dict[int, str] | None = None) -> Any:
+    """A ``vtkMRMLTableNode`` with one row per region, in rank order (columns :data:`REGION_COLUMNS`)."""
+    import vtk
+
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    columns = []
+    for column in REGION_COLUMNS:
+        kind = {"Rank": vtk.vtkIntArray, "Status": vtk.vtkStringArray}.get(column, vtk.vtkDoubleArray)
+        array = kind()
+        array.SetName(column)
+        array.SetNumberOfTuples(len(regions))
+        columns.append(array)
+    for row, region in enumerate(regions):
+        values = (
+            region.rank,
+            (status or {}).get(region.label, "pending"),
+            round(region.expected_errors, 1),
+            round(region.volume_ml, 3),
+            round(region.mean_risk, 3),
+            round(region.max_risk, 3),
+            round(100 * region.fragile_fraction, 1),
+            *(round(c, 1) for c in region.centroid_ras),
+        )
+        for array, value in zip(columns, values, strict=True):
+            array.SetValue(row, value)
+    for array in columns:
+        table.AddColumn(array)
+    table.SetLocked(True)  # edited through the review buttons only
+    return table
+
+
+def set_region_status(table: Any, row: int, status: str) -> None:
+    """Show a region's review status (``pending``, ``accepted``, ``corrected``) in its row."""
+    table.SetCellText(row, REGION_COLUMNS.index("Status"), status)
