@@ -7,7 +7,8 @@ exactly as the Slicer module does (``SegUncertaintyLib.mrml.results.load_results
 the axial, sagittal and coronal slice views through MRML's slice pipeline (``slicer-core`` wheel):
 background CT, the risk heatmap (Inferno, voxels below 0.1 transparent), the segmentation's
 outline and the fragile voxels' outline, centred on the worst region. Writes ``review.png`` (the
-three views, a colour bar and the region table) and one PNG per view.
+three views, a colour bar and the region table), one PNG per view, and the Sample Data thumbnail
+of the demo volume (``SegUncertainty/Resources/Icons/LIDCNoduleDemo.png``, the plain axial view).
 """
 
 from __future__ import annotations
@@ -30,7 +31,14 @@ from SegUncertaintyLib.pipeline import predict_to_files
 from SegUncertaintyLib.resources import sample_path
 
 VIEWS = {"Red": "axial", "Yellow": "sagittal", "Green": "coronal"}
+THUMBNAIL = Path(__file__).resolve().parents[1] / "SegUncertainty" / "Resources" / "Icons" / "LIDCNoduleDemo.png"
 SEGMENT_COLOUR = (0.13, 0.65, 0.95)
+
+
+def reference_centre(image) -> tuple[float, float, float]:
+    """RAS centre of a volume's grid."""
+    centre = (np.array(image.geometry.shape[::-1]) - 1) / 2
+    return tuple(image.geometry.ijk_to_physical(centre, frame="RAS"))
 
 
 def render(output_dir: Path, field_of_view_mm: float = 40.0, size: int = 400) -> list[Path]:
@@ -42,6 +50,8 @@ def render(output_dir: Path, field_of_view_mm: float = 40.0, size: int = 400) ->
         reference = nodes.add_volume(scene, image.array, image.geometry, "lidc-nodule-demo")
         reference.GetDisplayNode().AutoWindowLevelOff()
         reference.GetDisplayNode().SetWindowLevel(1400, -500)  # lung window
+        display.set_layers(scene, background=reference)
+        thumbnail = snapshot.render_slice(scene, "Red", reference_centre(image), 70.0, 128)
         loaded = results.load_results(scene, work, reference)
         grid = image.geometry
         segmentation = nodes.segment_mask(loaded.segmentation, loaded.segment_ids[1], reference)
@@ -56,15 +66,16 @@ def render(output_dir: Path, field_of_view_mm: float = 40.0, size: int = 400) ->
         volume = loaded.volumes[0]
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    plt.imsave(THUMBNAIL, thumbnail)
+    written = [THUMBNAIL]
     for view, picture in pictures.items():
         path = output_dir / f"review_{VIEWS[view]}.png"
         plt.imsave(path, picture)
         written.append(path)
 
-    figure = plt.figure(figsize=(12, 5.4), dpi=110)
+    figure = plt.figure(figsize=(12, 4.6), dpi=110)
     for column, (view, picture) in enumerate(pictures.items()):
-        axes = figure.add_axes([0.01 + column * 0.25, 0.3, 0.24, 0.62])
+        axes = figure.add_axes([0.01 + column * 0.25, 0.24, 0.24, 0.7])
         axes.imshow(picture)
         axes.set_title(f"{VIEWS[view]} ({field_of_view_mm:.0f} mm)", fontsize=10)
         axes.axis("off")
@@ -80,7 +91,7 @@ def render(output_dir: Path, field_of_view_mm: float = 40.0, size: int = 400) ->
         "magenta: fragile voxels (an equally good adversarial model labels them differently)"
     )
     figure.text(0.77, 0.72, legend, fontsize=8, va="top", wrap=True)
-    table = figure.add_axes([0.02, 0.02, 0.96, 0.24])
+    table = figure.add_axes([0.02, 0.01, 0.96, 0.17])
     table.axis("off")
     rows = [
         [

@@ -80,7 +80,10 @@ def render_slice(
     logic.SetSliceNode(slice_node)
     slice_node.SetDimensions(size, size, 1)
     slice_node.SetFieldOfView(field_of_view_mm, field_of_view_mm, slice_node.GetFieldOfView()[2])
-    producer = logic.GetImageDataConnection().GetProducer()
+    connection = logic.GetImageDataConnection()
+    if connection is None:
+        raise ValueError(f"the {view} slice view shows no volume")
+    producer = connection.GetProducer()
     producer.Update()
     image = producer.GetOutputDataObject(0)
     width, height, _ = image.GetDimensions()

@@ -1,0 +1,68 @@
+"""The child process the Slicer module runs: JSON events, a clear failure message, a clean cancel."""
+
+import time
+
+import pytest
+
+from SegUncertaintyLib.child_process import PredictProcess, predict_arguments
+from SegUncertaintyLib.resources import sample_path
+
+DEMO = sample_path("lidc-nodule-demo.nrrd")
+
+
+def follow(process: PredictProcess, timeout: float = 300) -> list[dict]:
+    """Poll as the module's timer does until the child is done; the events it saw."""
+    events = []
+    deadline = time.monotonic() + timeout
+    while not process.finished():
+        assert time.monotonic() < deadline, "the child did not finish"
+        events += process.poll()
+        time.sleep(0.05)
+    return events + process.poll()
+
+
+def test_arguments_for_the_module_choices(tmp_path):
+    arguments = predict_arguments(DEMO, tmp_path, "lidc-nodule", "tta", True, "cpu", 0.2)
+    assert arguments == [
+        "--input", str(DEMO), "--output-dir", str(tmp_path), "--uncertainty", "tta", "--device", "cpu",
+        "--progress", "json", "--model", "lidc-nodule", "--fragility", "--region-threshold", "0.2",
+    ]  # fmt: skip
+    assert "--model" not in predict_arguments(DEMO, tmp_path)
+
+
+def test_a_run_reports_progress_and_its_outputs(tmp_path):
+    process = PredictProcess(["predict", *predict_arguments(DEMO, tmp_path / "out", device="cpu")])
+    assert process.returncode is None and not process.finished()
+    process.start()
+    events = follow(process)
+    assert process.returncode == 0 and process.failure_message() is None
+    fractions = [e["fraction"] for e in events if e["event"] == "progress"]
+    assert len(fractions) > 5 and fractions == sorted(fractions) and process.fraction == pytest.approx(1.0)
+    assert events[-1]["event"] == "done" and process.outputs["regions"] == "regions.json"
+    assert (tmp_path / "out" / "summary.json").exists()
+
+
+def test_a_failure_gives_the_commands_message(tmp_path):
+    missing = tmp_path / "no-such-scan.nrrd"
+    process = PredictProcess(["predict", *predict_arguments(missing, tmp_path / "out")])
+    process.start()
+    assert process.wait(120) == 1
+    message = process.failure_message()
+    assert message.startswith("input not found") and str(missing) in message
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_cancel_stops_the_child_and_leaves_no_outputs(tmp_path):
+    out = tmp_path / "out"
+    process = PredictProcess(["predict", *predict_arguments(DEMO, out, fragility=True, device="cpu")])
+    process.start()
+    deadline = time.monotonic() + 120
+    while process.fraction < 0.1 and process.running:  # well into the run: the model is loaded and working
+        assert time.monotonic() < deadline
+        process.poll()
+        time.sleep(0.02)
+    assert process.running, "the run ended before it could be cancelled"
+    process.cancel(grace_seconds=30)
+    assert process.returncode == 143  # SIGTERM handled by the command: its staged files are removed
+    assert process.failure_message() == "cancelled: no outputs were written"
+    assert not out.exists() or not any(out.iterdir())
