@@ -415,18 +415,7 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
             RuntimeError: the user declined, or an installation failed (the message says what to do).
         """
         if importlib.util.find_spec("torch") is None:
-            try:
-                import PyTorchUtils
-            except ModuleNotFoundError:
-                raise RuntimeError(
-                    _(
-                        "SegUncertainty needs PyTorch. Install the 'PyTorch' extension from the Extensions Manager, "
-                        "restart Slicer, and press Apply again."
-                    )
-                ) from None
-            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-            if torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT) is None:
-                raise RuntimeError(_("PyTorch was not installed; it is needed to run the model."))
+            self.installTorch()
         requirements = self.requirementsPath()
         if hasattr(slicer, "packaging"):  # Slicer >= 5.11: checks versions, asks, offers a restart
             slicer.packaging.pip_ensure(slicer.packaging.load_requirements(requirements), requester="SegUncertainty")
@@ -441,6 +430,24 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
         ):
             raise RuntimeError(_("The packages SegUncertainty needs were not installed."))
         slicer.util.pip_install(["-r", requirements])
+
+    @staticmethod
+    def installTorch():
+        """PyTorch through the PyTorch extension (it picks the build for the GPU), else from PyPI after asking."""
+        try:
+            import PyTorchUtils
+        except ModuleNotFoundError:
+            question = _(
+                "SegUncertainty needs PyTorch. The 'PyTorch' extension (Extensions Manager) installs the build that "
+                "suits your GPU; without it, install PyTorch from PyPI now (CPU build on most systems)?"
+            )
+            if not slicer.util.confirmOkCancelDisplay(question, windowTitle=_("Install PyTorch")):
+                raise RuntimeError(_("PyTorch was not installed; it is needed to run the model.")) from None
+            slicer.util.pip_install(f"torch{TORCH_REQUIREMENT}")
+            return
+        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        if torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT) is None:
+            raise RuntimeError(_("PyTorch was not installed; it is needed to run the model."))
 
     # Running the model
 
@@ -504,7 +511,7 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
         from SegUncertaintyLib.mrml import display
 
         display.set_heatmap_threshold(self.results.heatmap, threshold)
-        display.set_foreground_opacity(slicer.mrmlScene, opacity)
+        display.set_layers(slicer.mrmlScene, foreground_opacity=opacity)
 
     def volumesText(self):
         lines = []

@@ -160,6 +160,18 @@ def test_results_on_another_grid_are_refused(scene, oblique_run):
         results.load_results(scene, folder.parent, other)
 
 
+def test_without_a_head_the_heatmap_is_one_minus_the_top_probability(scene, tmp_path):
+    demo = read_volume(sample_path("lidc-nodule-demo.nrrd"))
+    predict_to_files(sample_path("lidc-nodule-demo.nrrd"), tmp_path, device="cpu", uncertainty="none")
+    loaded = results.load_results(scene, tmp_path, nodes.add_volume(scene, demo.array, demo.geometry, "demo"))
+    probability = output(tmp_path, "probability_nodule.nrrd")
+    assert loaded.heatmap_source == "1 - max probability" and loaded.fragile_segment_id is None
+    expected = 1.0 - np.maximum(probability, 1.0 - probability)
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(loaded.heatmap), expected, atol=1e-6)
+    assert list(loaded.probabilities) == ["nodule"]  # no calibrated probabilities without a head
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(loaded.probabilities["nodule"]), probability)
+
+
 def test_jumping_centres_every_slice_view(scene):
     display.jump_to(scene, (12.5, -40.0, 101.25))
     for view in headless.SLICE_VIEWS:

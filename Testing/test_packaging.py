@@ -63,3 +63,11 @@ def test_cli_method_names_match_the_library():
 
     assert cli.UNCERTAINTY_METHODS == UNCERTAINTY_METHODS
     assert cli.EVALUATION_METHODS == EVALUATION_METHODS
+
+
+def test_cli_region_threshold_default_matches_the_library():
+    from SegUncertaintyLib import cli
+    from SegUncertaintyLib.review.regions import DEFAULT_THRESHOLD
+
+    args = cli.build_parser().parse_args(["predict", "--input", "x.nrrd", "--output-dir", "out"])
+    assert args.region_threshold == DEFAULT_THRESHOLD

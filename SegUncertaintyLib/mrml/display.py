@@ -82,11 +82,6 @@ def set_layers(
             composite.SetForegroundOpacity(foreground_opacity)
 
 
-def set_foreground_opacity(scene: Any, opacity: float) -> None:
-    """The heatmap layer's opacity in every slice view, in [0, 1]."""
-    set_layers(scene, foreground_opacity=opacity)
-
-
 def show_outline_only(segmentation: Any, segment_id: str, thickness: int = 2) -> None:
     """Draw one segment as an outline (no fill) in the slice views."""
     display = segmentation.GetDisplayNode()
