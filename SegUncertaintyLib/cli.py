@@ -142,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     _device_option(predict)
     _progress_option(predict)
 
+    models = commands.add_parser("models", help="list the model packages (bundled and given) with their cards")
+    models.add_argument("packages", nargs="*", help="further model package folders to describe")
+    models.add_argument("--json", action="store_true", help="print the summaries as JSON")
+    _progress_option(models)
+
     demo = commands.add_parser("demo", help="run predict on the bundled sample chest CT")
     demo.add_argument("--output-dir", required=True, help="folder for the outputs")
     _uncertainty_option(demo)
@@ -279,6 +284,23 @@ def _demo(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     return _predict(args, progress, str(sample_path("lidc-nodule-demo.nrrd")))
 
 
+def _models(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .model.catalog import list_models
+
+    summaries = list_models(args.packages)
+    if args.json:
+        print(json.dumps(summaries, indent=2))
+    else:
+        for item in summaries:
+            state = "ready" if item["ready"] else f"not ready: {item['problem']}"
+            print(f"{item['name']}  ({item['modality']}; {', '.join(item['classes'][1:])}; {item['architecture']})")
+            print(f"  {item['path']}")
+            print(f"  uncertainty: {', '.join(item['methods'])}; {state}")
+            if item["description"]:
+                print(f"  {item['description']}")
+    return {"models": [item["name"] for item in summaries]}
+
+
 def _prepare(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     from .data.lidc_dataset import prepare_lidc
 
@@ -389,6 +411,7 @@ def _prepare_replay(args: argparse.Namespace, progress: Progress) -> dict[str, A
 COMMANDS = {
     "predict": lambda a, p: _predict(a, p, a.input),
     "demo": _demo,
+    "models": _models,
     "prepare-data": _prepare,
     "train-backbone": _train,
     "train-head": _train_head,

@@ -22,7 +22,7 @@ from torch import nn
 from .errors import InputError, ModelError
 from .model.backbones import FeatureTaps, load_backbone
 from .model.package import ModelPackage
-from .preprocess import normalize_intensities, resize
+from .preprocess import AxisOrder, normalize_intensities, resize
 from .progress import Progress
 from .segwithu.network import HEAD_MAPS, SegWithUHead, temper
 from .uncertainty import SampleStatistics
@@ -201,14 +201,34 @@ def check_compatible(volume: Volume, package: ModelPackage) -> None:
         raise InputError(f"input volume of shape {volume.geometry.shape} is too thin to segment")
 
 
+def whole_volume(package: ModelPackage) -> bool:
+    """True when the network sees the whole volume at once, resized to the card's ``inference.shape``."""
+    return package.card.inference.get("mode", "window") == "whole"
+
+
+def network_grid(geometry: Geometry, package: ModelPackage) -> tuple[Geometry, AxisOrder]:
+    """The grid the network runs on (``(k, j, i)`` order, same box and direction) and its axis order.
+
+    Sliding-window models run at the card's target spacing; whole-volume models (``inference.mode``
+    ``"whole"``) on the card's ``inference.shape`` (network axis order). ``inference.orientation``
+    (``"RAS"``) permutes and flips the axes as the network was trained (:class:`AxisOrder`).
+    """
+    inference = package.card.inference
+    order = AxisOrder.for_geometry(geometry, inference.get("orientation"))
+    if whole_volume(package):
+        return geometry.resized(order.array_shape(tuple(int(n) for n in inference["shape"]))), order
+    return geometry.resampled(package.card.target_spacing_mm), order
+
+
 def prepare_image(
     volume: Volume, package: ModelPackage, device: torch.device, progress: Progress
 ) -> tuple[torch.Tensor, Geometry]:
-    """The network's input: ``(1, D, H, W)`` normalised image on the model grid (on ``device``), and that grid."""
+    """The network's input: ``(1, D, H, W)`` normalised image on the model grid in the network's axis order
+    (on ``device``), and that grid (in ``(k, j, i)`` order; see :func:`network_grid`)."""
     progress("preprocess", 0.0)
-    model_geometry = volume.geometry.resampled(package.card.target_spacing_mm)
+    model_geometry, order = network_grid(volume.geometry, package)
     normalized = torch.from_numpy(normalize_intensities(volume.array, package.card.normalization)).to(device)
-    image = resize(normalized[None], model_geometry.shape)
+    image = order.to_network(resize(normalized[None], model_geometry.shape))
     progress("preprocess", 1.0)
     return image, model_geometry
 
@@ -221,7 +241,7 @@ def blend_windows(
     return sliding_window_maps(
         window_fn,
         image,
-        roi_size=package.card.patch_size,
+        roi_size=tuple(image.shape[1:]) if whole_volume(package) else package.card.patch_size,
         overlap=float(inference.get("overlap", 0.5)),
         sw_batch_size=int(inference.get("sw_batch_size", 2)),
         progress=progress,
@@ -274,6 +294,8 @@ def predict_volume(
     window_fn = head_window(network, head) if head is not None else backbone_window(network, taps)
     channels = card.num_classes + (len(HEAD_MAPS) if head is not None else 0)
     blended = blend_windows(window_fn, image, package, channels, report)
+    order = network_grid(volume.geometry, package)[1]
+    blended = {name: order.from_network(value) for name, value in blended.items()}
     del image
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -358,6 +380,7 @@ def predict_sampled(
     timings: dict[str, float] = {"inference": 0.0, "resample": 0.0}
     start = time.perf_counter()
     image, model_geometry = prepare_image(volume, package, dev, report)
+    order = network_grid(volume.geometry, package)[1]
     timings["preprocess"] = time.perf_counter() - start
     shape = volume.geometry.shape
     stats = SampleStatistics()
@@ -372,6 +395,7 @@ def predict_sampled(
                 report(stage, (index + fraction) / passes, message)
 
             logits = blend_windows(window_fn, image, package, package.card.num_classes, report_pass)["logits"]
+            logits = order.from_network(logits)
             timings["inference"] += time.perf_counter() - start
             start = time.perf_counter()
             resampled = resize(logits, shape)

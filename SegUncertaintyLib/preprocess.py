@@ -8,11 +8,15 @@ exactly, runs on the GPU when there is one, and works channel-wise on logits and
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import InputError, ModelError
 from .model.package import Normalization
+from .volume import LPS_TO_RAS, Geometry
 
 
 def normalize_intensities(array: np.ndarray, norm: Normalization) -> np.ndarray:
@@ -26,6 +30,17 @@ def normalize_intensities(array: np.ndarray, norm: Normalization) -> np.ndarray:
         ``(k, j, i)`` float32 normalised intensities.
     """
     out = array.astype(np.float32, copy=True)
+    if norm.scheme == "quantile":
+        # quantiles of every second voxel along each axis: the same to a fraction of a percent, 8x cheaper
+        low, high = np.quantile(out[::2, ::2, ::2], norm.quantiles)
+        np.clip(out, low, high, out=out)
+        out -= low
+        out /= max(float(high - low), 1e-6)
+        out -= out.mean()
+        out /= float(out.std()) or 1.0
+        out *= float(norm.std)
+        out += float(norm.mean)
+        return out
     if norm.clip is not None:
         np.clip(out, norm.clip[0], norm.clip[1], out=out)
     if norm.scheme == "ct":
@@ -37,6 +52,63 @@ def normalize_intensities(array: np.ndarray, norm: Normalization) -> np.ndarray:
     out -= mean
     out /= std
     return out
+
+
+@dataclass(frozen=True)
+class AxisOrder:
+    """How a network's ``(D, H, W)`` axes map onto a volume's ``(k, j, i)`` array axes.
+
+    Networks trained on arrays in a canonical orientation (nibabel's closest-canonical RAS: first
+    axis Right, then Anterior, then Superior) need their input permuted and flipped to it.
+    ``permutation[n]`` is the array axis that becomes network axis ``n``; ``flips[n]`` says whether
+    it is then reversed.
+    """
+
+    permutation: tuple[int, int, int] = (0, 1, 2)
+    flips: tuple[bool, bool, bool] = (False, False, False)
+
+    @classmethod
+    def for_geometry(cls, geometry: Geometry, orientation: str | None) -> AxisOrder:
+        """Identity when ``orientation`` is None; for ``"RAS"``, the order nibabel's ``as_closest_canonical`` gives."""
+        if orientation is None:
+            return cls()
+        if orientation != "RAS":
+            raise ModelError(f"unknown network orientation {orientation!r} (known: RAS)")
+        ras = LPS_TO_RAS[:3, :3] @ geometry.direction_matrix  # column c: RAS direction of voxel axis (i, j, k)[c]
+        permutation, flips = [], []
+        for ras_axis in range(3):
+            column = int(np.argmax(np.abs(ras[ras_axis])))  # the voxel axis closest to this RAS axis
+            permutation.append(2 - column)  # voxel axis (i, j, k)[c] is array axis 2 - c
+            flips.append(bool(ras[ras_axis, column] < 0))
+        if sorted(permutation) != [0, 1, 2]:
+            raise InputError("the volume's axes are too oblique to tell which is which (45 degrees)")
+        return cls(tuple(permutation), tuple(flips))
+
+    def network_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """A ``(k, j, i)`` shape in network axis order."""
+        return tuple(shape[a] for a in self.permutation)
+
+    def array_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """A network-order shape back in ``(k, j, i)`` order."""
+        out = [0, 0, 0]
+        for n, a in enumerate(self.permutation):
+            out[a] = shape[n]
+        return tuple(out)
+
+    def to_network(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``(..., k, j, i)`` -> ``(..., D, H, W)`` of the network."""
+        lead = tensor.dim() - 3
+        out = tensor.permute(*range(lead), *(lead + a for a in self.permutation))
+        flipped = [lead + n for n, f in enumerate(self.flips) if f]
+        return out.flip(flipped) if flipped else out
+
+    def from_network(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`to_network`."""
+        lead = tensor.dim() - 3
+        flipped = [lead + n for n, f in enumerate(self.flips) if f]
+        out = tensor.flip(flipped) if flipped else tensor
+        inverse = [self.permutation.index(a) for a in range(3)]
+        return out.permute(*range(lead), *(lead + n for n in inverse))
 
 
 def resize(tensor: torch.Tensor, shape: tuple[int, int, int], mode: str = "trilinear") -> torch.Tensor:

@@ -116,6 +116,11 @@ class Geometry:
             direction=self.direction,
         )
 
+    def resized(self, shape: tuple[int, int, int]) -> Geometry:
+        """The grid of ``shape`` (k, j, i) on the same box and direction (:meth:`resampled` to that size)."""
+        extent = np.asarray(self.extent_mm)
+        return self.resampled(tuple(extent / np.asarray(shape[::-1], dtype=np.float64)))
+
     @classmethod
     def from_ijk_to_ras(cls, shape: tuple[int, int, int], ijk_to_ras: np.ndarray) -> Geometry:
         """The grid of ``shape`` (k, j, i) placed by a 4x4 ``(i, j, k, 1)`` -> RAS mm matrix (a Slicer volume node's).

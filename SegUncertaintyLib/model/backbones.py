@@ -143,8 +143,37 @@ def write_weights(network: nn.Module, path: Path) -> str:
     return sha256_of(path)
 
 
+def load_torchscript(package: ModelPackage) -> nn.Module:
+    """The TorchScript backbone a card names (``architecture.name == "TorchScript"``).
+
+    ``architecture.args``: ``file`` (a file of the package) or ``distribution`` and ``path`` (a file
+    an installed Python package ships, e.g. deepbet's ``data/models/model.pt``), and ``output``
+    (``logits`` or ``probabilities``). The file must match the SHA-256 the card gives for that
+    name in ``files``: a TorchScript file is code, and only the one the card vouches for is run.
+    """
+    from .torchscript import TorchScriptBackbone, installed_file, load_script
+
+    args = package.card.architecture.get("args", {})
+    if "file" in args:
+        name, path = args["file"], package.file(args["file"])
+    elif "distribution" in args and "path" in args:
+        name, path = args["path"], installed_file(args["distribution"], args["path"])
+    else:
+        raise ModelError("a TorchScript model card needs architecture.args.file, or .distribution and .path")
+    expected = package.card.files.get(name)
+    if not expected:
+        raise ModelError(f"the model card gives no SHA-256 for {name}; TorchScript files are only run when vouched for")
+    if not path.is_file():
+        raise ModelError(f"TorchScript file missing: {path}")
+    if sha256_of(path) != expected:
+        raise ModelError(f"TorchScript file {path} differs from the one the model card vouches for (SHA-256)")
+    return TorchScriptBackbone(load_script(path), args.get("output", "logits"))
+
+
 def load_backbone(package: ModelPackage, device: torch.device | str = "cpu", file: str = BACKBONE_FILE) -> nn.Module:
     """The package's backbone with its trained weights, in eval mode, on ``device``."""
+    if package.card.architecture.get("name") == "TorchScript":
+        return load_torchscript(package).to(device).eval()
     network = build_backbone(package.card.architecture)
     load_weights(network, package.file(file), package.card.files.get(file))
     return network.to(device).eval()
@@ -162,6 +191,7 @@ class FeatureTaps:
 
     def __init__(self, network: nn.Module, names: Iterable[str]):
         modules = dict(network.named_modules())
+        modules.update(getattr(network, "tap_modules", {}).items())  # a wrapped network's own tap points
         self.names = list(names)
         unknown = [n for n in self.names if n not in modules]
         if unknown:

@@ -29,16 +29,23 @@ class Normalization:
 
     ``scheme="ct"``: clip to ``clip`` (HU), then ``(x - mean) / std`` with fixed statistics.
     ``scheme="zscore"``: per volume ``(x - mean) / std`` over voxels above the volume minimum.
+    ``scheme="quantile"`` (MRI networks such as deepbet): per volume, clip to the ``quantiles``
+    (e.g. 0.5 % and 99.5 %) and scale to [0, 1], standardise, then ``* std + mean``.
     """
 
     scheme: str = "ct"
     clip: tuple[float, float] | None = (-1000.0, 500.0)
     mean: float | None = None
     std: float | None = None
+    quantiles: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        if self.scheme not in ("ct", "zscore"):
-            raise ModelError(f"unknown normalisation scheme {self.scheme!r} (known: ct, zscore)")
+        if self.scheme not in ("ct", "zscore", "quantile"):
+            raise ModelError(f"unknown normalisation scheme {self.scheme!r} (known: ct, zscore, quantile)")
+        if self.scheme == "quantile" and (self.quantiles is None or self.mean is None or not self.std):
+            raise ModelError("quantile normalisation needs quantiles, a mean and a positive std in the model card")
+        if self.quantiles is not None:
+            self.quantiles = (float(self.quantiles[0]), float(self.quantiles[1]))
         if self.scheme == "ct" and (self.mean is None or not self.std):
             raise ModelError("ct normalisation needs a mean and a positive std in the model card")
         if self.clip is not None:
@@ -125,6 +132,12 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
         return candidate
     if candidate.name == CARD_NAME and candidate.is_file():
         return candidate.parent
+    if candidate.is_file() and candidate.suffix in (".pt", ".pth", ".ts", ".jit"):
+        raise ModelError(
+            f"{candidate} is a network file, not a model package: put it in a folder with a {CARD_NAME} card that "
+            "names it (architecture TorchScript, args.file, its SHA-256 under files, spacing, normalisation, "
+            "classes); see the README's 'Bring your own network'"
+        )
     bundled = bundled_models()
     if str(name_or_path) in bundled:
         return bundled[str(name_or_path)]

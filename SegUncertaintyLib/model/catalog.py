@@ -1,0 +1,55 @@
+"""What a model package offers: the summary ``seguncertainty models`` prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import SegUncertaintyError
+from ..resources import bundled_models
+from .package import ModelPackage, load_package
+
+
+def describe(package: ModelPackage) -> dict[str, Any]:
+    """A JSON-friendly summary of a package: card facts, the uncertainty methods it supports, and whether it loads.
+
+    ``ready`` is False (with ``problem`` saying why) when its network cannot be loaded here, e.g. a
+    TorchScript file from a Python package that is not installed, or weights that fail their checksum.
+    """
+    from ..fragility.replay import has_replay
+    from ..segwithu.package import has_head
+    from .backbones import load_backbone
+    from .members import dropout_rate, member_packages
+
+    card = package.card
+    methods = ["msp", "entropy", "tta"]
+    if has_head(package):
+        methods.insert(0, "segwithu")
+    backbones = [package, *member_packages(package)]
+    if any(dropout_rate(b) > 0 for b in backbones):
+        methods.append("mc-dropout")
+    if sum(dropout_rate(b) == 0 for b in backbones) >= 2:
+        methods.append("ensemble")
+    if has_replay(package):
+        methods.append("fragility")
+    summary = {
+        "name": card.name,
+        "path": str(package.path),
+        "modality": card.modality,
+        "classes": card.classes,
+        "architecture": card.architecture.get("name"),
+        "methods": methods,
+        "description": card.description,
+        "licence": card.licence,
+        "held_out": card.training.get("held_out", {}),
+    }
+    try:
+        load_backbone(package)
+        summary["ready"] = True
+    except SegUncertaintyError as exc:
+        summary.update(ready=False, problem=str(exc))
+    return summary
+
+
+def list_models(extra: list[str] | None = None) -> list[dict[str, Any]]:
+    """Summaries of the bundled packages and of the package folders in ``extra``."""
+    return [describe(load_package(path)) for path in [*bundled_models().values(), *(extra or [])]]
