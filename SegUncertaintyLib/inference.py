@@ -24,6 +24,7 @@ from .model.backbones import FeatureTaps, load_backbone
 from .model.package import ModelPackage
 from .preprocess import AxisOrder, normalize_intensities, resize
 from .progress import Progress
+from .roi import embed, find_box
 from .segwithu.network import HEAD_MAPS, SegWithUHead, temper
 from .uncertainty import SampleStatistics
 from .volume import Geometry, Volume
@@ -257,6 +258,7 @@ def predict_volume(
     device: str | torch.device = "auto",
     taps: Sequence[str] = (),
     progress: Progress | None = None,
+    locate: bool = True,
 ) -> Prediction:
     """Segment a volume: probabilities and labels (and, with a head, its maps) on the input grid.
 
@@ -268,6 +270,7 @@ def predict_volume(
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         taps: submodule names whose outputs to return, blended on the model grid (without a head).
         progress: receives stages ``"preprocess"``, ``"inference"``, ``"resample"``.
+        locate: run a two-stage card's locating network first (see :mod:`.roi`).
 
     Returns:
         A :class:`Prediction`.
@@ -275,6 +278,10 @@ def predict_volume(
     check_compatible(volume, package)
     card = package.card
     dev = resolve_device(device)
+    box = find_box(volume, package, dev) if locate else None
+    if box is not None:
+        inner = Volume(volume.array[box], volume.geometry.cropped(box))
+        return embed(predict_volume(inner, package, network, head, dev, taps, progress, locate=False), volume, box)
     timings: dict[str, float] = {}
     report = progress or Progress()
 
@@ -355,6 +362,7 @@ def predict_sampled(
     seed: int = 0,
     keep_sample_labels: bool = False,
     progress: Progress | None = None,
+    locate: bool = True,
 ) -> Prediction:
     """Predict with M stochastic or alternative backbone passes and summarise them (MC dropout, TTA, ensembles).
 
@@ -370,12 +378,18 @@ def predict_sampled(
         seed: seeds dropout masks (the global random state is left as it was).
         keep_sample_labels: also return every sample's label map (``(M, k, j, i)`` uint8).
         progress: receives stages ``"preprocess"``, ``"inference"``, ``"resample"``.
+        locate: run a two-stage card's locating network first (see :mod:`.roi`).
 
     Returns:
         A :class:`Prediction` whose ``maps`` are those of :data:`SAMPLE_MAPS` on the input grid.
     """
     check_compatible(volume, package)
     dev = resolve_device(device)
+    box = find_box(volume, package, dev) if locate else None
+    if box is not None:
+        inner = Volume(volume.array[box], volume.geometry.cropped(box))
+        sampled = predict_sampled(inner, package, window_fns, dev, seed, keep_sample_labels, progress, locate=False)
+        return embed(sampled, volume, box)
     report = progress or Progress()
     timings: dict[str, float] = {"inference": 0.0, "resample": 0.0}
     start = time.perf_counter()

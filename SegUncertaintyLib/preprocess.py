@@ -45,8 +45,8 @@ def normalize_intensities(array: np.ndarray, norm: Normalization) -> np.ndarray:
         np.clip(out, norm.clip[0], norm.clip[1], out=out)
     if norm.scheme == "ct":
         mean, std = float(norm.mean), float(norm.std)
-    else:  # zscore over the voxels above the minimum (excludes zero-filled background of MRI)
-        body = out[out > out.min()]
+    else:  # zscore over the voxels above the minimum (excludes zero-filled background of MRI), or all
+        body = out[out > out.min()] if norm.scheme == "zscore" else out
         body = body if body.size else out
         mean, std = float(body.mean()), float(body.std()) or 1.0
     out -= mean

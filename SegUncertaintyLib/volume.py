@@ -116,6 +116,14 @@ class Geometry:
             direction=self.direction,
         )
 
+    def cropped(self, box: tuple[slice, slice, slice]) -> Geometry:
+        """The grid of the sub-array ``array[box]`` (``box`` in ``(k, j, i)`` order, steps of 1)."""
+        start_kji = [b.start or 0 for b in box]
+        stop_kji = [n if b.stop is None else min(b.stop, n) for b, n in zip(box, self.shape, strict=True)]
+        origin = self.ijk_to_physical(np.asarray(start_kji[::-1], dtype=np.float64))
+        shape = tuple(int(b - a) for a, b in zip(start_kji, stop_kji, strict=True))
+        return Geometry(shape, self.spacing, tuple(origin), self.direction)
+
     def resized(self, shape: tuple[int, int, int]) -> Geometry:
         """The grid of ``shape`` (k, j, i) on the same box and direction (:meth:`resampled` to that size)."""
         extent = np.asarray(self.extent_mm)

@@ -45,3 +45,13 @@ def test_invalid_geometry_and_volume_rejected():
         Geometry(shape=(2, 2, 2), spacing=(1, 0, 1), origin=(0, 0, 0), direction=np.eye(3).ravel())
     with pytest.raises(ValueError):
         Volume(np.zeros((2, 2, 3), np.float32), axis_aligned_geometry((2, 2, 2)))
+
+
+def test_a_cropped_grid_places_its_voxels_where_the_whole_grid_does(oblique_geometry):
+    box = (slice(3, 11), slice(5, 20), slice(2, 30))
+    cropped = oblique_geometry.cropped(box)
+    assert cropped.shape == (8, 15, 28) and cropped.spacing == oblique_geometry.spacing
+    ijk = np.array([[0.0, 0.0, 0.0], [27.0, 14.0, 7.0], [4.5, 2.0, 1.0]])
+    shifted = ijk + np.array([2.0, 5.0, 3.0])  # (i, j, k) of the box start
+    np.testing.assert_allclose(cropped.ijk_to_physical(ijk), oblique_geometry.ijk_to_physical(shifted), atol=1e-9)
+    assert oblique_geometry.resized((10, 14, 16)).extent_mm == pytest.approx(oblique_geometry.extent_mm)

@@ -143,17 +143,17 @@ def write_weights(network: nn.Module, path: Path) -> str:
     return sha256_of(path)
 
 
-def load_torchscript(package: ModelPackage) -> nn.Module:
-    """The TorchScript backbone a card names (``architecture.name == "TorchScript"``).
+def load_torchscript(package: ModelPackage, args: dict[str, Any] | None = None) -> nn.Module:
+    """The TorchScript network a card names (``architecture.name == "TorchScript"``, or ``args`` given).
 
-    ``architecture.args``: ``file`` (a file of the package) or ``distribution`` and ``path`` (a file
+    ``args`` (default: ``architecture.args``): ``file`` (a file of the package) or ``distribution`` and ``path`` (a file
     an installed Python package ships, e.g. deepbet's ``data/models/model.pt``), and ``output``
     (``logits`` or ``probabilities``). The file must match the SHA-256 the card gives for that
     name in ``files``: a TorchScript file is code, and only the one the card vouches for is run.
     """
     from .torchscript import TorchScriptBackbone, installed_file, load_script
 
-    args = package.card.architecture.get("args", {})
+    args = package.card.architecture.get("args", {}) if args is None else args
     if "file" in args:
         name, path = args["file"], package.file(args["file"])
     elif "distribution" in args and "path" in args:
@@ -174,6 +174,10 @@ def load_backbone(package: ModelPackage, device: torch.device | str = "cpu", fil
     """The package's backbone with its trained weights, in eval mode, on ``device``."""
     if package.card.architecture.get("name") == "TorchScript":
         return load_torchscript(package).to(device).eval()
+    if package.card.architecture.get("name") == "nnUNet":
+        from .nnunet import load_nnunet
+
+        return load_nnunet(package).to(device).eval()
     network = build_backbone(package.card.architecture)
     load_weights(network, package.file(file), package.card.files.get(file))
     return network.to(device).eval()

@@ -28,7 +28,8 @@ class Normalization:
     """Intensity normalisation applied before the network.
 
     ``scheme="ct"``: clip to ``clip`` (HU), then ``(x - mean) / std`` with fixed statistics.
-    ``scheme="zscore"``: per volume ``(x - mean) / std`` over voxels above the volume minimum.
+    ``scheme="zscore"``: per volume ``(x - mean) / std`` over voxels above the volume minimum
+    (``"zscore-all"``: over every voxel).
     ``scheme="quantile"`` (MRI networks such as deepbet): per volume, clip to the ``quantiles``
     (e.g. 0.5 % and 99.5 %) and scale to [0, 1], standardise, then ``* std + mean``.
     """
@@ -40,8 +41,8 @@ class Normalization:
     quantiles: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        if self.scheme not in ("ct", "zscore", "quantile"):
-            raise ModelError(f"unknown normalisation scheme {self.scheme!r} (known: ct, zscore, quantile)")
+        if self.scheme not in ("ct", "zscore", "zscore-all", "quantile"):
+            raise ModelError(f"unknown normalisation scheme {self.scheme!r} (known: ct, zscore, zscore-all, quantile)")
         if self.scheme == "quantile" and (self.quantiles is None or self.mean is None or not self.std):
             raise ModelError("quantile normalisation needs quantiles, a mean and a positive std in the model card")
         if self.quantiles is not None:
@@ -150,6 +151,10 @@ def load_package(name_or_path: str | os.PathLike | None = None) -> ModelPackage:
     folder = resolve_model(name_or_path)
     card_path = folder / CARD_NAME
     if not card_path.is_file():
+        from .nnunet import is_nnunet_folder, nnunet_card
+
+        if is_nnunet_folder(folder):  # read as is; train-head adds a model.json beside it
+            return ModelPackage(path=folder, card=nnunet_card(folder))
         raise ModelError(f"{folder} is not a model package: {CARD_NAME} is missing")
     try:
         data = json.loads(card_path.read_text())
