@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,10 +74,26 @@ def test_resize_box_is_resize_on_the_box(out_shape):
         assert np.floor((b.stop + 0.5) * f - 0.5) + 1 >= z
 
 
-@pytest.mark.parametrize("trainable", TRAINABLE)
-def test_tail_computes_what_the_network_computes_even_on_crops(network, trainable):
+NNUNET_FOLDER = (
+    Path(__file__).resolve().parent
+    / "data/nnunet-lidc-tiny/Dataset901_LIDCNodule/nnUNetTrainer_1epoch__nnUNetPlans__3d_fullres"
+)
+
+
+@pytest.fixture(scope="module")
+def nnunet_network():
+    pytest.importorskip("dynamic_network_architectures")
+    return load_backbone(load_package(NNUNET_FOLDER))
+
+
+@pytest.mark.parametrize(
+    "architecture, trainable",
+    [("DynUNet", t) for t in TRAINABLE] + [("nnUNet", "last-conv"), ("nnUNet", "head")],
+)
+def test_tail_computes_what_the_network_computes_even_on_crops(request, architecture, trainable):
+    network = request.getfixturevalue("network" if architecture == "DynUNet" else "nnunet_network")
     windows = torch.randn(2, 1, 48, 48, 48)
-    spec = tail_spec(network, "DynUNet", trainable)
+    spec = tail_spec(network, architecture, trainable)
     logits, inputs = trunk_pass(network, spec, windows)
     tail = Tail(network, spec)
     torch.testing.assert_close(tail.record(*inputs), logits, atol=1e-4, rtol=0)
@@ -87,6 +104,11 @@ def test_tail_computes_what_the_network_computes_even_on_crops(network, trainabl
     torch.testing.assert_close(
         out[(slice(None), slice(None), *valid)], logits[..., 11:30, 11:30, 11:30], atol=1e-4, rtol=0
     )
+
+
+def test_nnunet_tails_are_refused_where_the_decoder_hides_the_skip(nnunet_network):
+    with pytest.raises(ModelError, match="last-conv or head, not last-block"):
+        tail_spec(nnunet_network, "nnUNet", "last-block")
 
 
 def test_targets_grow_outside_and_shrink_inside_within_the_radius():

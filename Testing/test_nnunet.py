@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from SegUncertaintyLib.cli import main
 from SegUncertaintyLib.errors import ModelError
 from SegUncertaintyLib.inference import predict_volume
 from SegUncertaintyLib.io import read_volume
@@ -119,3 +120,18 @@ def test_predict_and_a_trained_head_on_the_nnunet_folder(nnunet_copy, lidc_cache
     assert summary["uncertainty"] == "segwithu"
     ranking = read_volume(out / "ranking.nrrd").array
     assert ranking.shape == read_volume(source).array.shape and np.isfinite(ranking).all() and ranking.std() > 0
+
+    # and the fragility search, on nnU-Net's last convolution, with a replay set drawn for it
+    replay = ["--model", str(nnunet_copy), "--cache-dir", str(lidc_cache), "--patches", "2", "--progress", "none"]
+    assert main(["prepare-replay", *replay]) == 0
+    out = tmp_path / "fragility"
+    assert (
+        run_quietly(
+            "predict", "--input", source, "--model", str(nnunet_copy), "--output-dir", str(out),
+            "--fragility", "--fragility-steps", "4", "--fragility-radii", "2",
+        )
+        == 0
+    )  # fmt: skip
+    search = json.loads((out / "summary.json").read_text())["fragility"]
+    fragile = read_volume(out / "fragile.nrrd").array > 0
+    assert len(search["adversaries"]) == 2 and search["fragile_voxels"] == int(fragile.sum())

@@ -1,6 +1,6 @@
 """Our reading of an nnU-Net v2 folder against nnU-Net's own predictor, on LIDC test nodules.
 
-    pip install nnunetv2 -c constraints-cpu.txt
+    pip install nnunetv2 -c <(echo torch==2.13.0) && pip uninstall -y torchvision   # keep the CPU torch
     SEGUNCERTAINTY_CACHE=... python benchmarks/nnunet_equivalence.py [--cases 60]
 
 nnU-Net's predictor is set up with ``manual_initialization`` and a network built by nnU-Net's

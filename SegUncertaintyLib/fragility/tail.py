@@ -34,17 +34,28 @@ def tail_spec(network: nn.Module, architecture: str, trainable: str) -> TailSpec
     * ``"last-block"``: the last decoder stage (up-convolution, two 3x3x3 convolutions) and the output layer;
     * ``"last-conv"``: the last 3x3x3 convolution with its norm, and the output layer;
     * ``"head"``: the 1x1x1 output layer alone.
+
+    MONAI's DynUNet has all three; nnU-Net's U-Nets (``decoder.stages`` / ``decoder.seg_layers``)
+    the last two (their last stage joins the skip connection inside the decoder's forward).
     """
-    if architecture != "DynUNet":
-        raise ModelError(f"the fragility search does not know the tail of a {architecture} backbone yet")
-    last = f"upsamples.{len(network.upsamples) - 1}"
-    if trainable == "head":
-        return TailSpec(("output_block",), reach=0)
-    if trainable == "last-conv":
-        block = f"{last}.conv_block"
-        return TailSpec((f"{block}.conv2", f"{block}.norm2", f"{block}.lrelu", "output_block"), reach=1)
-    # two 3x3x3 convolutions (1 voxel each) after a 2x up-convolution (1 voxel of alignment)
-    return TailSpec((last, "output_block"), reach=3)
+    if architecture == "DynUNet":
+        last = f"upsamples.{len(network.upsamples) - 1}"
+        if trainable == "head":
+            return TailSpec(("output_block",), reach=0)
+        if trainable == "last-conv":
+            block = f"{last}.conv_block"
+            return TailSpec((f"{block}.conv2", f"{block}.norm2", f"{block}.lrelu", "output_block"), reach=1)
+        # two 3x3x3 convolutions (1 voxel each) after a 2x up-convolution (1 voxel of alignment)
+        return TailSpec((last, "output_block"), reach=3)
+    if architecture == "nnUNet" and hasattr(network, "decoder") and hasattr(network.decoder, "seg_layers"):
+        last = len(network.decoder.stages) - 1
+        output = f"decoder.seg_layers.{last}"
+        if trainable == "head":
+            return TailSpec((output,), reach=0)
+        if trainable == "last-conv":
+            return TailSpec((f"decoder.stages.{last}.convs.{len(network.decoder.stages[last].convs) - 1}", output), 1)
+        raise ModelError("the fragility search on nnU-Net networks perturbs last-conv or head, not last-block")
+    raise ModelError(f"the fragility search does not know the tail of a {architecture} backbone yet")
 
 
 class FrozenInstanceNorm(nn.Module):

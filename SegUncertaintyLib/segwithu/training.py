@@ -24,7 +24,7 @@ from torch import nn
 
 from ..calibration import fit_logistic
 from ..data.cases import Case
-from ..data.datasets import load_dataset_cases
+from ..data.datasets import dataset_spec, load_dataset_cases
 from ..errors import DataError, ModelError, SegUncertaintyError
 from ..inference import predict_volume, resolve_device
 from ..metrics import aurc, auroc, expected_calibration_error
@@ -266,6 +266,27 @@ def train_head(
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
+def check_trainable(package: ModelPackage, data: str) -> None:
+    """Refuse, before any work, a head the data set or the model cannot give.
+
+    Raises:
+        ModelError: the model names no taps, segments other classes than the data set labels, or
+            runs on whole volumes (heads are trained on patches of sliding-window models).
+    """
+    card, spec = package.card, dataset_spec(data)
+    if not card.taps:
+        raise ModelError(f"model {card.name!r} names no feature taps in its card; the head needs them")
+    if tuple(card.classes) != tuple(spec.classes):
+        raise ModelError(
+            f"model {card.name!r} segments {', '.join(card.classes[1:])} ({card.modality}) but data set {data!r} "
+            f"labels {', '.join(spec.classes[1:])} ({spec.modality}); choose a data set with the model's classes"
+        )
+    if card.inference.get("mode", "window") == "whole" or card.inference.get("crop"):
+        raise ModelError(
+            f"model {card.name!r} runs on whole volumes; train-head trains heads for sliding-window models only (yet)"
+        )
+
+
 def _train_head(
     model: str | Path,
     config: HeadTrainingConfig,
@@ -280,8 +301,7 @@ def _train_head(
     rng = np.random.default_rng(config.seed)
     package = load_package(model)
     card = package.card
-    if not card.taps:
-        raise ModelError(f"model {card.name!r} names no feature taps in its card; the head needs them")
+    check_trainable(package, config.data)
     backbone = freeze(load_backbone(package, dev))
     head_config = HeadConfig(
         taps=card.taps, num_classes=card.num_classes, fusion_channels=config.fusion_channels, probes=config.probes

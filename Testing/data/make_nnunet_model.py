@@ -1,6 +1,6 @@
 """Make the small nnU-Net v2 trained-model folder the tests load (Testing/data/nnunet-lidc-tiny), with nnunetv2 itself.
 
-    pip install nnunetv2 -c <(echo torch==$(python -c "import torch; print(torch.__version__.split('+')[0])"))
+    pip install nnunetv2 -c <(echo torch==2.13.0) && pip uninstall -y torchvision   # keep the CPU torch
     SEGUNCERTAINTY_CACHE=... python Testing/data/make_nnunet_model.py [--work /tmp/nnunet] [--cases 12]
 
 Writes 12 LIDC backbone-train nodules (prepare-data lidc; majority label) as an nnU-Net raw dataset,
