@@ -45,6 +45,10 @@ TORCH_REQUIREMENT = ">=2.1"
 SAMPLE_NAME = "LIDCNoduleDemo"
 SAMPLE_FILE = "lidc-nodule-demo.nrrd"
 SAMPLE_SHA256 = "c0b25357cae6af4d238ac4066f84cf99d20442300825abd47fd8bd2d2564f221"
+# a real T1 head MRI (ITK's example data, Apache-2.0) for the deepbet brain model
+HEAD_SAMPLE_NAME = "ITKT1Head"
+HEAD_SAMPLE_FILE = "itk-t1-head.nii.gz"
+HEAD_SAMPLE_SHA256 = "e0e5975587f3f7916804bdd317c493cdb99cdb3703bf2671d458528f62510327"
 POLL_MILLISECONDS = 250
 
 
@@ -69,20 +73,25 @@ class SegUncertainty(ScriptedLoadableModule):
 
 
 def registerSampleData():
-    """Add the bundled demo chest CT to the Sample Data module (no download: the file ships with the extension)."""
+    """Add the bundled demo chest CT and T1 head to Sample Data (no download: they ship with the extension)."""
     import SampleData
 
     from SegUncertaintyLib.resources import sample_path
 
-    SampleData.SampleDataLogic.registerCustomSampleDataSource(
-        category="SegUncertainty",
-        sampleName=SAMPLE_NAME,
-        thumbnailFileName=os.path.join(os.path.dirname(__file__), "Resources", "Icons", f"{SAMPLE_NAME}.png"),
-        uris=sample_path(SAMPLE_FILE).as_uri(),
-        fileNames=SAMPLE_FILE,
-        nodeNames=SAMPLE_NAME,
-        checksums=f"SHA256:{SAMPLE_SHA256}",
-    )
+    icons = os.path.join(os.path.dirname(__file__), "Resources", "Icons")
+    for name, file, sha256, thumbnail in (
+        (SAMPLE_NAME, SAMPLE_FILE, SAMPLE_SHA256, os.path.join(icons, f"{SAMPLE_NAME}.png")),
+        (HEAD_SAMPLE_NAME, HEAD_SAMPLE_FILE, HEAD_SAMPLE_SHA256, None),
+    ):
+        SampleData.SampleDataLogic.registerCustomSampleDataSource(
+            category="SegUncertainty",
+            sampleName=name,
+            thumbnailFileName=thumbnail,
+            uris=sample_path(file).as_uri(),
+            fileNames=file,
+            nodeNames=name,
+            checksums=f"SHA256:{sha256}",
+        )
 
 
 @parameterNodeWrapper

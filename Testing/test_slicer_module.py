@@ -114,9 +114,9 @@ def test_the_module_classes_and_the_self_test_exist():
 def test_the_sample_data_is_registered_with_the_right_checksum():
     from SegUncertaintyLib.resources import sample_path
 
-    name = module_constant("SAMPLE_FILE")
-    digest = hashlib.sha256(sample_path(name).read_bytes()).hexdigest()
-    assert digest == module_constant("SAMPLE_SHA256")
+    for prefix in ("SAMPLE", "HEAD_SAMPLE"):
+        digest = hashlib.sha256(sample_path(module_constant(f"{prefix}_FILE")).read_bytes()).hexdigest()
+        assert digest == module_constant(f"{prefix}_SHA256")
     assert (MODULE / "Resources" / "Icons" / f"{module_constant('SAMPLE_NAME')}.png").is_file()
     assert "registerCustomSampleDataSource" in SOURCE and 'connect("startupCompleted()", registerSampleData)' in SOURCE
 

@@ -4,7 +4,8 @@
     apt-get download mricron-data && dpkg -x mricron-data_*.deb mricron     # Colin27 (optional)
     python benchmarks/deepbet_brains.py [--mricron mricron/usr/share/mricron/templates]
 
-Heads: nilearn's MNI152 1 mm template (brain mask from nilearn) and, when given, Colin27 ``ch2``
+Heads: nilearn's MNI152 1 mm template (brain mask from nilearn), the bundled ITK T1 head (its
+skull-stripped version), and, when given, Colin27 ``ch2``
 with its brain ``ch2bet`` from Debian's mricron-data. For each, in one process: our engine
 (``predict_volume`` with the deepbet card: the locating network on the head at 128^3, the main
 network on the brain's box at 256^3, RAS order; trilinear resampling of the logits back) and
@@ -26,6 +27,7 @@ from SegUncertaintyLib.io import read_volume
 from SegUncertaintyLib.model.backbones import load_backbone
 from SegUncertaintyLib.model.package import load_package
 from SegUncertaintyLib.preprocess import AxisOrder
+from SegUncertaintyLib.resources import sample_path
 from SegUncertaintyLib.volume import Volume
 
 
@@ -35,7 +37,11 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def heads(mricron: Path | None) -> list[tuple[str, Volume, np.ndarray]]:
     mni = load_mni152(resolution=1)
-    found = [("MNI152 1 mm (nilearn)", mni.t1, mni.brain_mask)]
+    itk_brain = read_volume(sample_path("itk-t1-head-brain.nii.gz")).array > 0
+    found = [
+        ("MNI152 1 mm (nilearn)", mni.t1, mni.brain_mask),
+        ("ITK T1 head 2x2x3 mm (bundled)", read_volume(sample_path("itk-t1-head.nii.gz")), itk_brain),
+    ]
     if mricron is not None:
         brain = read_volume(mricron / "ch2bet.nii.gz").array > 0
         found.append(("Colin27 ch2 (mricron-data)", read_volume(mricron / "ch2.nii.gz"), brain))
