@@ -50,7 +50,8 @@ class Prediction:
         probabilities: ``(C, k, j, i)`` float32 class probabilities on the input grid (sum to 1).
         labels: ``(k, j, i)`` uint8 argmax of ``probabilities``.
         geometry: the input grid (every array here lies on it exactly).
-        model_geometry: the grid the network ran on (model spacing, same box and direction).
+        model_geometry: the grid the network ran on: the card's spacing (or whole-volume shape), same
+            direction, same box (for two-stage models, the located box; see :mod:`.roi`).
         features: tap name -> ``(C_f, d, h, w)`` float32 tensor on (a scaled copy of) the model grid.
         logits: ``(C, D, H, W)`` float32 blended logits on the model grid (None for sampled predictions).
         calibrated_probabilities: with a head, ``(C, k, j, i)`` softmax of the tempered logits
@@ -223,15 +224,15 @@ def network_grid(geometry: Geometry, package: ModelPackage) -> tuple[Geometry, A
 
 def prepare_image(
     volume: Volume, package: ModelPackage, device: torch.device, progress: Progress
-) -> tuple[torch.Tensor, Geometry]:
+) -> tuple[torch.Tensor, Geometry, AxisOrder]:
     """The network's input: ``(1, D, H, W)`` normalised image on the model grid in the network's axis order
-    (on ``device``), and that grid (in ``(k, j, i)`` order; see :func:`network_grid`)."""
+    (on ``device``), that grid (in ``(k, j, i)`` order) and the axis order (see :func:`network_grid`)."""
     progress("preprocess", 0.0)
     model_geometry, order = network_grid(volume.geometry, package)
     normalized = torch.from_numpy(normalize_intensities(volume.array, package.card.normalization)).to(device)
     image = order.to_network(resize(normalized[None], model_geometry.shape))
     progress("preprocess", 1.0)
-    return image, model_geometry
+    return image, model_geometry, order
 
 
 def blend_windows(
@@ -294,14 +295,13 @@ def predict_volume(
     timings["load_model"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    image, model_geometry = prepare_image(volume, package, dev, report)
+    image, model_geometry, order = prepare_image(volume, package, dev, report)
     timings["preprocess"] = time.perf_counter() - start
 
     start = time.perf_counter()
     window_fn = head_window(network, head) if head is not None else backbone_window(network, taps)
     channels = card.num_classes + (len(HEAD_MAPS) if head is not None else 0)
     blended = blend_windows(window_fn, image, package, channels, report)
-    order = network_grid(volume.geometry, package)[1]
     blended = {name: order.from_network(value) for name, value in blended.items()}
     del image
     if dev.type == "cuda":
@@ -393,8 +393,7 @@ def predict_sampled(
     report = progress or Progress()
     timings: dict[str, float] = {"inference": 0.0, "resample": 0.0}
     start = time.perf_counter()
-    image, model_geometry = prepare_image(volume, package, dev, report)
-    order = network_grid(volume.geometry, package)[1]
+    image, model_geometry, order = prepare_image(volume, package, dev, report)
     timings["preprocess"] = time.perf_counter() - start
     shape = volume.geometry.shape
     stats = SampleStatistics()

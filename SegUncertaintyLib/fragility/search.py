@@ -240,7 +240,7 @@ class FragilitySearch:
         """Run the trunk once per tile window and keep everything the steps need."""
         card = self.package.card
         patch, model_shape = tuple(card.patch_size), tuple(z0.shape[1:])
-        image, _ = prepare_image(volume, self.package, self.device, Progress())
+        image, _, _ = prepare_image(volume, self.package, self.device, Progress())
         before = padding_before(model_shape, patch)
         pad = [
             n
