@@ -476,8 +476,17 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
     def startPrediction(self, volumeNode, model="lidc-nodule", uncertainty="auto", fragility=True, device="auto"):
         """Write the volume to a new work folder and start ``seguncertainty predict`` on it; returns the process."""
         from SegUncertaintyLib.child_process import PredictProcess, predict_arguments
+        from SegUncertaintyLib.model.package import REPLAY_FILE, load_package
         from SegUncertaintyLib.mrml.nodes import write_node
 
+        package = load_package(model or None)  # a wrong model is reported now, not after the volume is written
+        if fragility and REPLAY_FILE not in package.card.files:
+            raise RuntimeError(
+                _(
+                    "Model {name} has no replay set, which the fragility search needs: uncheck 'Fragile voxels', "
+                    "or add one with 'seguncertainty prepare-replay'."
+                ).format(name=package.card.name)
+            )
         self.leaveCorrection()
         self.reset()
         self.reference = volumeNode

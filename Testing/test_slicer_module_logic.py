@@ -110,5 +110,9 @@ def test_a_failed_run_raises_the_commands_message(module, tmp_path):
     scene = headless.new_scene()
     demo = read_volume(sample_path("lidc-nodule-demo.nrrd"))
     volume = nodes.add_volume(scene, demo.array, demo.geometry, "demo")
-    with pytest.raises(RuntimeError, match="is neither a model package folder nor a bundled model"):
-        module.SegUncertaintyLogic().process(volume, model=str(tmp_path / "missing-model"), device="cpu")
+    logic = module.SegUncertaintyLogic()
+    with pytest.raises(Exception, match="is neither a model package folder nor a bundled model"):
+        logic.process(volume, model=str(tmp_path / "missing-model"), device="cpu")
+    with pytest.raises(RuntimeError, match="Model deepbet has no replay set"):
+        logic.process(volume, model="deepbet", fragility=True, device="cpu")
+    assert not (tmp_path / "Documents").exists()  # refused before any work folder was made

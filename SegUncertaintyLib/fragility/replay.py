@@ -20,11 +20,9 @@ from ..data.cases import Case
 from ..errors import DataError, ModelError
 from ..fsutil import atomic_write
 from ..model.backbones import sha256_of
-from ..model.package import ModelPackage, write_card
+from ..model.package import REPLAY_FILE, ModelPackage, write_card
 from ..patches import centred_patch
 from ..preprocess import normalize_intensities
-
-REPLAY_FILE = "replay.safetensors"
 
 
 @dataclass

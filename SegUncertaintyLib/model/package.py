@@ -19,6 +19,7 @@ from ..resources import bundled_models
 
 CARD_NAME = "model.json"
 BACKBONE_FILE = "backbone.safetensors"
+REPLAY_FILE = "replay.safetensors"  # the fragility search's replay set (see fragility.replay)
 CARD_FORMAT = "seguncertainty-model/1"
 DEFAULT_MODEL = "lidc-nodule"
 
