@@ -268,7 +268,7 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 )
             return
         with slicer.util.tryWithErrorDisplay(_("Could not load the results."), waitCursor=True):
-            self.logic.loadResults(self._parameterNode.inputVolume)
+            self.logic.loadResults(self.logic.reference)  # the volume the run started on, whatever is selected now
             self.onDisplayChanged()
             self.ui.statusLabel.text = _("Done in {seconds:.0f} s. Outputs and review: {folder}").format(
                 seconds=elapsed, folder=self.logic.workFolder
