@@ -341,10 +341,11 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onCorrect(self):
         with slicer.util.tryWithErrorDisplay(_("Could not open the region for correction."), waitCursor=True):
             editorNode = self.segmentEditorNode()
-            self.logic.beginCorrection(self.currentRegion, editorNode)
             self.segmentEditorWidget.setMRMLSegmentEditorNode(editorNode)
             self.segmentEditorWidget.setSegmentationNode(self.logic.results.segmentation)
             self.segmentEditorWidget.setSourceVolumeNode(self.logic.reference)
+            # after the widget has its nodes: it would reset the selected segment and mask otherwise
+            self.logic.beginCorrection(self.currentRegion, editorNode)
             self.segmentEditorWidget.setActiveEffectByName("Paint")
         self.updateReviewButtons()
 
