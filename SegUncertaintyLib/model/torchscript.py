@@ -51,7 +51,6 @@ class ScriptGraph:
                     f"the TorchScript network's forward uses {kind} at its top level; features can only be read "
                     "from networks whose top-level forward is a plain sequence of calls (as tracing produces)"
                 )
-        self._schemas: dict[Any, tuple[Any, list[bool]]] = {}
 
     @property
     def submodules(self) -> list[str]:

@@ -143,8 +143,8 @@ def load_results(scene: Any, output_dir: str | os.PathLike, reference: Any) -> R
     )
 
 
-def region_table(scene: Any, regions: Sequence[Region], name: str, status: dict[int, str] | None = None) -> Any:
-    """A ``vtkMRMLTableNode`` with one row per region, in rank order (columns :data:`REGION_COLUMNS`)."""
+def region_table(scene: Any, regions: Sequence[Region], name: str) -> Any:
+    """A ``vtkMRMLTableNode`` with one row per region, in rank order (columns :data:`REGION_COLUMNS`), all pending."""
     import vtk
 
     table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
@@ -158,7 +158,7 @@ def region_table(scene: Any, regions: Sequence[Region], name: str, status: dict[
     for row, region in enumerate(regions):
         values = (
             region.rank,
-            (status or {}).get(region.label, "pending"),
+            "pending",
             round(region.expected_errors, 1),
             round(region.volume_ml, 3),
             round(region.mean_risk, 3),

@@ -71,7 +71,8 @@ def begin_correction(
     region = go_to_region(results, session, label)
     segmentation = results.segmentation
     area_id = segmentation.GetSegmentation().AddEmptySegment("", f"edit area of region {label}", EDIT_AREA_COLOUR)
-    set_segment(segmentation, area_id, edit_area(region, node_geometry(reference), margin_mm), node_geometry(reference))
+    grid = node_geometry(reference)
+    set_segment(segmentation, area_id, edit_area(region, grid, margin_mm), grid)
     display.show_outline_only(segmentation, area_id)
     editor_node.SetAndObserveSegmentationNode(segmentation)
     editor_node.SetAndObserveSourceVolumeNode(reference)
