@@ -1,9 +1,10 @@
 """The ``seguncertainty`` command.
 
-Subcommands: ``predict``, ``demo``, ``evaluate``, ``prepare-data``, ``train-backbone``, ``prepare-replay``,
-``train-head``. Each is a thin layer over a library function. A failure the user can act on
-prints ``error: <message>`` (and, with ``--progress json``, an ``{"event": "error"}`` line) and
-exits 1; Ctrl-C or SIGTERM cancel cleanly (exit 130 / 143) without leaving partial outputs. Set
+Subcommands: ``predict``, ``demo``, ``models``, ``evaluate``, ``prepare-data``, ``export-cases``,
+``train-backbone``, ``prepare-replay``, ``train-head``, ``train-quality``, ``triage``, ``report``.
+Each is a thin layer over a library function. A failure the user can act on prints
+``error: <message>`` (and, with ``--progress json``, an ``{"event": "error"}`` line) and exits 1;
+Ctrl-C or SIGTERM cancel cleanly (exit 130 / 143) without leaving partial outputs. Set
 ``SEGUNCERTAINTY_DEBUG=1`` to see tracebacks.
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import Cancelled, SegUncertaintyError
+from .errors import Cancelled, InputError, SegUncertaintyError
 from .fragility.config import TRAINABLE  # plain Python: --help stays free of torch
 from .progress import Progress, make_progress
 
@@ -85,7 +86,11 @@ def _fragility_options(parser: argparse.ArgumentParser, flag: bool = True) -> No
     )
 
 
-def _region_option(parser: argparse.ArgumentParser) -> None:
+def _region_option(parser: argparse.ArgumentParser, report: bool = True) -> None:
+    if report:
+        parser.add_argument(
+            "--report", action="store_true", help="also write report.html, the case's review page, in the output folder"
+        )
     parser.add_argument(
         "--region-threshold",
         type=float,
@@ -156,7 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     _progress_option(demo)
 
     prepare = commands.add_parser("prepare-data", help="build a data set into the cache folder (no download)")
-    prepare.add_argument("dataset", choices=("lidc",), help="lidc: LIDC-IDRI 4-rater nodule masks with synthetic CT")
+    prepare.add_argument(
+        "dataset",
+        choices=("lidc", "brains"),
+        help="lidc: LIDC-IDRI 4-rater nodule masks with synthetic CT; brains: add Colin27 to the labelled heads",
+    )
+    prepare.add_argument("--mricron", type=Path, help="brains: mricron-data's templates folder (ch2, ch2bet)")
     prepare.add_argument(
         "--cache-dir", type=Path, default=None, help="default: $SEGUNCERTAINTY_CACHE or ~/.cache/seguncertainty"
     )
@@ -164,6 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--limit", type=int, default=None, help="at most this many cases per split")
     prepare.add_argument("--seed", type=int, default=0, help="seed of the synthetic intensities")
     _progress_option(prepare)
+
+    export = commands.add_parser(
+        "export-cases", help="write a prepared split as volume files (images; the raters' majority in reference/)"
+    )
+    export.add_argument("--data", choices=("lidc",), default="lidc")
+    export.add_argument("--split", default="test", help="train, calibration or test (default: test)")
+    export.add_argument("--output-dir", required=True, type=Path)
+    export.add_argument("--limit", type=int, default=None, help="at most this many cases")
+    export.add_argument("--format", default="nrrd", choices=("nrrd", "nii.gz", "nii", "mha"))
+    export.add_argument("--cache-dir", type=Path, default=None)
+    _progress_option(export)
 
     train = commands.add_parser("train-backbone", help="train a segmentation backbone and write a model package")
     train.add_argument("--data", choices=("lidc", "mni152"), help="training data set (default: lidc)")
@@ -213,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     head = commands.add_parser("train-head", help="train the SegWithU uncertainty head on a frozen backbone")
     head.add_argument("--model", required=True, help="model package folder (or bundled name) to add the head to")
     head.add_argument(
-        "--data", choices=("lidc", "mni152"), help="data set; its calibration split is used (default: lidc)"
+        "--data",
+        choices=("lidc", "mni152", "brains"),
+        help="data set; its calibration split is used (default: lidc; brains for deepbet)",
     )
     head.add_argument("--cache-dir", type=Path, default=None)
     head.add_argument("--max-epochs", type=int, help="upper bound on epochs (default: 100)")
@@ -225,9 +248,41 @@ def build_parser() -> argparse.ArgumentParser:
     head.add_argument("--probes", type=int, help="rank-1 posterior probes, a power of two (default: 8)")
     head.add_argument("--seed", type=int, help="seed (default: 0)")
     head.add_argument("--calibration-limit", type=int, help="use only this many calibration cases")
+    head.add_argument("--acquisitions", type=int, help="whole-volume models: new acquisitions per subject (default: 6)")
+    head.add_argument(
+        "--validation-acquisitions", type=int, help="whole-volume models: per subject, for validation (default: 1)"
+    )
+    head.add_argument("--crop", type=int, help="whole-volume models: edge of the training crops, voxels (default: 96)")
     _held_out_options(head)
     _device_option(head)
     _progress_option(head)
+
+    quality = commands.add_parser(
+        "train-quality", help="fit the case-level quality predictors (estimated Dice, volume interval) into a package"
+    )
+    quality.add_argument("--model", required=True, help="model package folder (or bundled name) with a head")
+    quality.add_argument("--data", choices=("lidc",), default="lidc", help="calibration split to fit on; test to score")
+    quality.add_argument("--cache-dir", type=Path, default=None)
+    quality.add_argument("--net-epochs", type=int, default=150, help="epochs of the quality network (default: 150)")
+    quality.add_argument("--seed", type=int, default=0)
+    _device_option(quality)
+    _progress_option(quality)
+
+    triage = commands.add_parser(
+        "triage", help="run every volume of a folder (resumable) and write a worklist, worst estimated Dice first"
+    )
+    triage.add_argument("--input-dir", required=True, type=Path, help="folder of volumes (files or DICOM folders)")
+    triage.add_argument("--output-dir", required=True, type=Path, help="one sub-folder per case and the worklist")
+    triage.add_argument("--model", default=None, help="bundled model name or package folder (default: lidc-nodule)")
+    _fragility_options(triage)
+    _region_option(triage, report=False)  # triage writes every case's report
+    _device_option(triage)
+    _progress_option(triage)
+
+    report = commands.add_parser("report", help="write the HTML review report of a predict output folder")
+    report.add_argument("--run-dir", required=True, type=Path, help="a folder predict wrote")
+    report.add_argument("--input", help="the input volume (default: the path in summary.json)")
+    _progress_option(report)
     return parser
 
 
@@ -272,9 +327,25 @@ def _predict(args: argparse.Namespace, progress: Progress, input_path: str) -> d
         fragility,
         args.region_threshold,
     )
+    result = {"summary": str(Path(args.output_dir) / "summary.json"), **summary["outputs"]}
+    if args.report:
+        from .reporting.case_report import write_report
+
+        result["report"] = str(write_report(args.output_dir))
     if args.progress == "text":
         _print_summary(summary)
-    return {"summary": str(Path(args.output_dir) / "summary.json"), **summary["outputs"]}
+    return result
+
+
+def _export_cases(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .data.datasets import load_dataset_cases
+    from .data.export import export_cases
+
+    cases = load_dataset_cases(args.data, args.split, args.cache_dir, args.limit)
+    written = export_cases(cases, args.output_dir, args.format, progress)
+    if args.progress == "text":
+        print(f"{len(written)} volumes in {args.output_dir}", file=sys.stderr)
+    return {"cases": len(written), "output_dir": str(args.output_dir)}
 
 
 def _demo(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
@@ -302,8 +373,17 @@ def _models(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
 
 
 def _prepare(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
-    from .data.lidc_dataset import prepare_lidc
+    from .data.lidc_dataset import default_cache_dir, prepare_lidc
 
+    if args.dataset == "brains":
+        from .data.brains import prepare_brains
+
+        if args.mricron is None:
+            raise InputError("prepare-data brains needs --mricron DIR (mricron-data's templates folder)")
+        root = prepare_brains(args.mricron, args.cache_dir or default_cache_dir())
+        if args.progress == "text":
+            print(f"Colin27 ready in {root}", file=sys.stderr)
+        return {"dataset": str(root)}
     root = prepare_lidc(
         args.cache_dir, [s.strip() for s in args.splits.split(",") if s.strip()], args.limit, args.seed, progress
     )
@@ -344,8 +424,9 @@ def _train(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
 
 
 HEAD_OPTIONS = (
-    "data max_epochs patience batch_size fusion_channels probes seed calibration_limit eval_split eval_limit".split()
-)
+    "data max_epochs patience batch_size fusion_channels probes seed calibration_limit eval_split eval_limit "
+    "acquisitions validation_acquisitions crop"
+).split()
 
 
 def _train_head(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
@@ -355,10 +436,10 @@ def _train_head(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     progress.stages = {"load": 0.02, "train": 0.78, "validate": 0.05, "evaluate": 0.15}
     section = train_head(args.model, config, args.cache_dir, args.device, args.command_line, progress)
     if args.progress == "text":
-        held = section["held_out"]
+        held = section.get("held_out") or {"split": "validation", **section["validation"]}
         print(
             f"head trained in {section['training']['seconds']:.0f} s ({section['training']['epochs']} epochs); "
-            f"{held['split']} split, {held['cases']} cases: ranking AUROC {held['auroc_ranking']:.4f} "
+            f"{held['split']} cases ({held['cases']}): ranking AUROC {held['auroc_ranking']:.4f} "
             f"(max-softmax {held['auroc_max_softmax']:.4f}), ECE {held['ece_raw']:.5f} -> {held['ece_calibrated']:.5f}",
             file=sys.stderr,
         )
@@ -408,15 +489,69 @@ def _prepare_replay(args: argparse.Namespace, progress: Progress) -> dict[str, A
     return {"package": str(package.path)}
 
 
+def _train_quality(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .quality.training import train_quality
+
+    progress.stages = {"calibration": 0.45, "test": 0.4, "fit": 0.15}
+    section = train_quality(
+        args.model, args.cache_dir, args.device, args.data, args.net_epochs, args.seed, args.command_line, progress
+    )
+    if args.progress == "text":
+        test = section["test"]
+        print(
+            f"quality predictors fitted; test split ({test['cases']} cases): linear R^2 {test['linear']['r2']:.3f}, "
+            f"Spearman {test['linear']['spearman']:.3f}; network R^2 {test['net']['r2']:.3f}; volume CRPS "
+            f"{test['volume_crps_ml']:.4f} mL, 90 % interval coverage {test['volume_coverage_90']:.3f}",
+            file=sys.stderr,
+        )
+    return {"package": str(args.model)}
+
+
+def _triage(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .triage import triage
+
+    result = triage(
+        args.input_dir,
+        args.output_dir,
+        args.model,
+        args.device,
+        fragility_config(args, args.fragility),
+        args.region_threshold,
+        progress,
+    )
+    if args.progress == "text":
+        print(
+            f"{result['cases']} cases ({result['ran']} run now, {result['skipped']} already done, "
+            f"{result['failed']} failed); worklist: {result['worklist_html']}",
+            file=sys.stderr,
+        )
+    return result
+
+
+def _report(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .reporting.case_report import write_report
+
+    progress("report", 0.0)
+    path = write_report(args.run_dir, args.input)
+    progress("report", 1.0)
+    if args.progress == "text":
+        print(f"report: {path}", file=sys.stderr)
+    return {"report": str(path)}
+
+
 COMMANDS = {
     "predict": lambda a, p: _predict(a, p, a.input),
     "demo": _demo,
     "models": _models,
     "prepare-data": _prepare,
+    "export-cases": _export_cases,
     "train-backbone": _train,
     "train-head": _train_head,
     "prepare-replay": _prepare_replay,
     "evaluate": _evaluate,
+    "train-quality": _train_quality,
+    "triage": _triage,
+    "report": _report,
 }
 
 

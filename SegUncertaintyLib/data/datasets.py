@@ -5,6 +5,8 @@
 * ``mni152``: the MNI152 template at 2 mm, 4 tissue classes (background, CSF, GM, WM) from its
   probability maps. One subject only: every split is that same volume, so it is for smoke tests
   and multi-class plumbing, never for a held-out figure.
+* ``brains``: three T1 heads with a reference brain mask (see :mod:`.brains`); every split holds
+  every subject (held-out figures are leave-one-subject-out).
 """
 
 from __future__ import annotations
@@ -52,6 +54,16 @@ DATASETS = {
         licence="Weights: Apache-2.0. Template: MNI ICBM152 2009 (McGill/MNI permissive notice) via nilearn.",
         version=1,
     ),
+    "brains": DatasetSpec(
+        name="brains",
+        classes=("background", "brain"),
+        modality="MR",
+        target_spacing_mm=(1.0, 1.0, 1.0),
+        normalization="quantile",
+        description="Brain extraction on T1 head MRI: MNI152, the ITK T1 head and Colin27 with their brain masks.",
+        licence="MNI ICBM152 2009 (McGill/MNI notice); ITK example data (Apache-2.0); Colin27 (mricron-data).",
+        version=1,
+    ),
 }
 
 
@@ -70,6 +82,11 @@ def load_dataset_cases(name: str, split: str, cache_dir: Path | None = None, lim
         from .lidc_dataset import load_cases
 
         return load_cases(split, cache_dir, limit)
+    if name == "brains":
+        from .brains import load_brain_cases
+        from .lidc_dataset import default_cache_dir
+
+        return load_brain_cases(cache_dir or default_cache_dir(), split)[:limit]
     from .mni import load_mni152
 
     template = load_mni152(resolution=2)

@@ -14,7 +14,7 @@ import copy
 import math
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from ..calibration import fit_logistic
 from ..data.cases import Case
 from ..data.datasets import dataset_spec, load_dataset_cases
 from ..errors import DataError, ModelError, SegUncertaintyError
-from ..inference import predict_volume, resolve_device
+from ..inference import predict_volume, resolve_device, whole_volume
 from ..metrics import aurc, auroc, expected_calibration_error
 from ..model.backbones import FeatureTaps, load_backbone, write_weights
 from ..model.package import ModelPackage, load_package, write_card
@@ -37,6 +37,7 @@ from ..uncertainty import max_softmax_uncertainty
 from .losses import LossWeights, head_loss
 from .network import HeadConfig, SegWithUHead
 from .package import HEAD_FILE
+from .whole_volume import CropSampler, augmented_views, stack_crops
 
 
 @dataclass
@@ -59,6 +60,10 @@ class HeadTrainingConfig:
     calibration_limit: int | None = None
     eval_split: str = "test"
     eval_limit: int | None = None
+    # whole-volume models only (see .whole_volume): new acquisitions per subject, and the crop edge in voxels
+    acquisitions: int = 6
+    validation_acquisitions: int = 1
+    crop: int = 96
     losses: LossWeights = field(default_factory=LossWeights)
 
     def __post_init__(self) -> None:
@@ -173,38 +178,36 @@ class FitResult:
     seconds: float
 
 
+Batch = tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]
+"""Frozen logits ``(B, C, D, H, W)``, tapped features ``[(B, C_f, d, h, w)]`` and labels ``(B, D, H, W)`` int64."""
+
+
 def _fit_head(
     head: SegWithUHead,
-    backbone: nn.Module,
-    sampler: PatchSampler,
-    validation: tuple[torch.Tensor, torch.Tensor],
+    draw: Callable[[], Batch],
+    validation: Sequence[Batch],
     config: HeadTrainingConfig,
-    fit_cases: int,
-    device: torch.device,
+    steps_per_epoch: int,
     report: Progress,
 ) -> FitResult:
-    """AdamW with cosine decay, one patch per fit case per epoch; keeps the weights of the epoch
-    with the lowest validation loss and stops after ``patience`` epochs without a better one."""
-    steps_per_epoch = math.ceil(fit_cases / config.batch_size)
+    """AdamW with cosine decay, ``steps_per_epoch`` batches from ``draw`` per epoch; keeps the weights of the
+    epoch with the lowest loss on the fixed ``validation`` batches and stops after ``patience`` epochs
+    without a better one."""
     total_steps = steps_per_epoch * config.max_epochs
     optimizer = torch.optim.AdamW(_parameter_groups(head, config.weight_decay), lr=config.learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps, eta_min=config.min_learning_rate)
     generator = torch.Generator().manual_seed(config.seed)
-    tap_names = head.tap_names
-    val_x, val_y = validation
 
     def validation_loss() -> float:
         head.eval()
-        losses = []
+        total, count = 0.0, 0
         with torch.no_grad():
-            for start in range(0, len(val_x), config.batch_size):
-                x, y = val_x[start : start + config.batch_size].to(device), val_y[start : start + config.batch_size]
-                logits, features = backbone_outputs(backbone, tap_names, x)
+            for logits, features, labels in validation:
                 fixed = torch.Generator().manual_seed(12345)  # the same pairs at every validation
-                loss = head_loss(head(logits, features), logits, y.to(device), config.losses, fixed)[0]
-                losses.append(loss.item() * len(x))
+                total += head_loss(head(logits, features), logits, labels, config.losses, fixed)[0].item() * len(labels)
+                count += len(labels)
         head.train()
-        return sum(losses) / len(val_x)
+        return total / count
 
     start_time = time.perf_counter()
     best = (validation_loss(), 0, copy.deepcopy(head.state_dict()))
@@ -212,9 +215,8 @@ def _fit_head(
     head.train()
     for epoch in range(1, config.max_epochs + 1):
         for step in range(steps_per_epoch):
-            x, y = sampler.sample(config.batch_size)
-            logits, features = backbone_outputs(backbone, tap_names, x.to(device))
-            loss, _ = head_loss(head(logits, features), logits, y[:, 0].to(device), config.losses, generator)
+            logits, features, labels = draw()
+            loss, _ = head_loss(head(logits, features), logits, labels, config.losses, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(head.parameters(), config.grad_clip)
@@ -270,8 +272,7 @@ def check_trainable(package: ModelPackage, data: str) -> None:
     """Refuse, before any work, a head the data set or the model cannot give.
 
     Raises:
-        ModelError: the model names no taps, segments other classes than the data set labels, or
-            runs on whole volumes (heads are trained on patches of sliding-window models).
+        ModelError: the model names no taps or segments other classes than the data set labels.
     """
     card, spec = package.card, dataset_spec(data)
     if not card.taps:
@@ -281,36 +282,20 @@ def check_trainable(package: ModelPackage, data: str) -> None:
             f"model {card.name!r} segments {', '.join(card.classes[1:])} ({card.modality}) but data set {data!r} "
             f"labels {', '.join(spec.classes[1:])} ({spec.modality}); choose a data set with the model's classes"
         )
-    if card.inference.get("mode", "window") == "whole" or card.inference.get("crop"):
-        raise ModelError(
-            f"model {card.name!r} runs on whole volumes; train-head trains heads for sliding-window models only (yet)"
-        )
 
 
-def _train_head(
-    model: str | Path,
+def _fit_on_patches(
+    package: ModelPackage,
+    backbone: nn.Module,
+    head: SegWithUHead,
+    cases: list[Case],
     config: HeadTrainingConfig,
-    cache_dir: Path | None,
-    device: str,
-    command: str,
-    progress: Progress | None,
-) -> dict:
-    report = progress or Progress()
-    dev = resolve_device(device)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    package = load_package(model)
+    dev: torch.device,
+    rng: np.random.Generator,
+    report: Progress,
+) -> tuple[FitResult, list[Case], dict]:
+    """A sliding-window model: patches of the fit cases through the frozen backbone at every step."""
     card = package.card
-    check_trainable(package, config.data)
-    backbone = freeze(load_backbone(package, dev))
-    head_config = HeadConfig(
-        taps=card.taps, num_classes=card.num_classes, fusion_channels=config.fusion_channels, probes=config.probes
-    )
-    head = SegWithUHead(head_config).to(dev)
-    FeatureTaps(backbone, head.tap_names).close()  # fail early, clearly, on a tap the backbone lacks
-
-    report("load", 0.0)
-    cases = load_dataset_cases(config.data, "calibration", cache_dir, config.calibration_limit)
     for case in cases:
         if not np.allclose(case.geometry.spacing, card.target_spacing_mm, atol=1e-3):
             raise DataError(f"case {case.case_id} is not on the model's {card.target_spacing_mm} mm grid")
@@ -327,36 +312,153 @@ def _train_head(
     val_x, val_y = _validation_batch([images[c.case_id] for c in validation_cases], validation_cases, card.patch_size)
     report("load", 1.0, f"{len(fit_cases)} fit / {len(validation_cases)} validation cases")
 
-    fit = _fit_head(head, backbone, sampler, (val_x, val_y), config, len(fit_cases), dev, report)
+    def draw() -> Batch:
+        x, y = sampler.sample(config.batch_size)
+        return (*backbone_outputs(backbone, head.tap_names, x.to(dev)), y[:, 0].to(dev))
+
+    validation_batches = [
+        (*backbone_outputs(backbone, head.tap_names, val_x[n : n + config.batch_size].to(dev)),
+         val_y[n : n + config.batch_size].to(dev))
+        for n in range(0, len(val_x), config.batch_size)
+    ]  # fmt: skip
+    fit = _fit_head(head, draw, validation_batches, config, math.ceil(len(fit_cases) / config.batch_size), report)
+    return fit, validation_cases, {"fit_cases": len(fit_cases), "validation_cases": len(validation_cases)}
+
+
+def _fit_on_whole_volumes(
+    package: ModelPackage,
+    backbone: nn.Module,
+    head: SegWithUHead,
+    cases: list[Case],
+    config: HeadTrainingConfig,
+    dev: torch.device,
+    rng: np.random.Generator,
+    report: Progress,
+) -> tuple[FitResult, list[Case], dict]:
+    """A whole-volume model: crops of cached passes over new acquisitions of every case (see :mod:`.whole_volume`).
+
+    Validation uses other acquisitions of the same subjects (new scans, same anatomy); a held-out
+    subject is what a leave-one-subject-out evaluation measures (``benchmarks/brain_uncertainty.py``).
+    """
+    taps = head.tap_names
+    views, _ = augmented_views(cases, config.acquisitions, package, backbone, taps, dev, rng, report)
+    validation_views, validation_cases = augmented_views(
+        cases, config.validation_acquisitions, package, backbone, taps, dev, rng
+    )
+    sampler = CropSampler(views, config.crop, config.foreground_fraction, rng)
+    fixed = CropSampler(validation_views, config.crop, config.foreground_fraction, np.random.default_rng(config.seed))
+    validation_batches = [
+        stack_crops([fixed.cut(view, fixed.corner(view))], dev) for view in validation_views for _ in range(4)
+    ]
+    report("load", 1.0, f"{len(views)} fit / {len(validation_views)} validation acquisitions of {len(cases)} subjects")
+    fit = _fit_head(
+        head,
+        lambda: sampler.sample(config.batch_size, dev),
+        validation_batches,
+        config,
+        math.ceil(len(views) / config.batch_size),
+        report,
+    )
+    data = {
+        "subjects": [c.case_id for c in cases],
+        "fit_acquisitions": len(views),
+        "validation_cases": len(validation_cases),
+    }
+    return fit, validation_cases, data
+
+
+@dataclass
+class FittedHead:
+    """A head trained by :func:`fit_head`, the cases it was validated on and what it was fitted on."""
+
+    head: SegWithUHead
+    fit: FitResult
+    validation_cases: list[Case]
+    data: dict
+
+
+def fit_head(
+    package: ModelPackage,
+    backbone: nn.Module,
+    cases: list[Case],
+    config: HeadTrainingConfig,
+    device: torch.device,
+    progress: Progress | None = None,
+) -> FittedHead:
+    """Train a new SegWithU head for a frozen backbone on labelled cases (seed torch first for a reproducible head).
+
+    Sliding-window models train on patches of part of the cases (split by patient) and validate on
+    the rest; whole-volume models on crops of cached passes over new acquisitions of every case,
+    validated on other acquisitions (see :mod:`.whole_volume`).
+
+    Args:
+        package: the model package (card: taps, classes, inference mode).
+        backbone: its frozen network on ``device`` (see :func:`freeze`).
+        cases: labelled cases (images ``(k, j, i)``, raters ``(R, k, j, i)``).
+        config: training settings.
+        device: where the networks run.
+        progress: receives stages ``"load"`` and ``"train"``.
+    """
+    card = package.card
+    head = SegWithUHead(
+        HeadConfig(
+            taps=card.taps, num_classes=card.num_classes, fusion_channels=config.fusion_channels, probes=config.probes
+        )
+    ).to(device)
+    FeatureTaps(backbone, head.tap_names).close()  # fail early, clearly, on a tap the backbone lacks
+    fit_on = _fit_on_whole_volumes if whole_volume(package) else _fit_on_patches
+    rng = np.random.default_rng(config.seed)
+    return FittedHead(head, *fit_on(package, backbone, head, cases, config, device, rng, progress or Progress()))
+
+
+def _train_head(
+    model: str | Path,
+    config: HeadTrainingConfig,
+    cache_dir: Path | None,
+    device: str,
+    command: str,
+    progress: Progress | None,
+) -> dict:
+    report = progress or Progress()
+    dev = resolve_device(device)
+    torch.manual_seed(config.seed)
+    package = load_package(model)
+    check_trainable(package, config.data)
+    backbone = freeze(load_backbone(package, dev))
+    report("load", 0.0)
+    cases = load_dataset_cases(config.data, "calibration", cache_dir, config.calibration_limit)
+    fitted = fit_head(package, backbone, cases, config, dev, report)
+    head, fit, validation_cases = fitted.head, fitted.fit, fitted.validation_cases
 
     validation, scores, errors = evaluate_head(package, backbone, head, validation_cases, str(dev), report, "validate")
     slope, intercept = fit_logistic(scores, errors)
-    held_out_cases = load_dataset_cases(config.data, config.eval_split, cache_dir, config.eval_limit)
-    held_out = evaluate_head(package, backbone, head, held_out_cases, str(dev), report)[0]
+    held_out = None
+    if not whole_volume(package):  # a whole-volume data set's splits all hold the same subjects
+        held_out_cases = load_dataset_cases(config.data, config.eval_split, cache_dir, config.eval_limit)
+        held_out = {
+            "split": config.eval_split,
+            **evaluate_head(package, backbone, head, held_out_cases, str(dev), report)[0],
+        }
     package.card.files[HEAD_FILE] = write_weights(head, package.file(HEAD_FILE))
     package.card.head = {
         "method": "segwithu",
         "file": HEAD_FILE,
-        "config": head_config.to_dict(),
+        "config": head.config.to_dict(),
         "error_probability": {"slope": slope, "intercept": intercept},
         "training": {
             "command": command,
             "seconds": round(fit.seconds, 1),
             "device": str(dev),
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-            "data": {
-                "dataset": config.data,
-                "split": "calibration",
-                "fit_cases": len(fit_cases),
-                "validation_cases": len(validation_cases),
-            },
+            "data": {"dataset": config.data, "split": "calibration", **fitted.data},
             "config": asdict(config),
             "epochs": fit.epochs,
             "best_epoch": fit.best_epoch,
             "validation_loss": fit.history,
         },
         "validation": validation,
-        "held_out": {"split": config.eval_split, **held_out},
     }
+    if held_out is not None:
+        package.card.head["held_out"] = held_out
     write_card(package.card, package.path)
     return package.card.head
