@@ -20,7 +20,9 @@ Outputs (in the output folder, all on the input's exact grid):
   :func:`review_regions`), as a uint16 label map (n = the region of rank n) and their sizes, RAS
   centres, boxes, risks and expected wrong voxels, worst first;
 * ``summary.json``: the files, the input geometry, the model, class volumes, timings, peak memory
-  (and, with ``fragility``, the fragile-voxel count and volume and the search's figures).
+  (and, with ``fragility``, the fragile-voxel count and volume and the search's figures; with the
+  head and a package that has quality predictors, ``quality``: the estimated Dice and the volume
+  forecast, see :func:`.quality.estimate.estimate_quality`).
 
 Files appear whole or not at all (see :class:`StagedOutput`).
 """
@@ -49,6 +51,7 @@ from .io import check_writable_suffix, read_volume, write_volume
 from .model.package import ModelPackage, load_package
 from .outputs import StagedOutput
 from .progress import Progress
+from .quality.package import has_quality
 from .review.regions import DEFAULT_MERGE_MM, DEFAULT_THRESHOLD, find_regions
 from .segwithu.package import has_head, load_head
 from .volume import Volume
@@ -309,6 +312,10 @@ def predict_to_files(
         }
         if search is not None:
             summary["fragility"] = search.summary
+        if method == "segwithu" and has_quality(package):
+            from .quality.estimate import estimate_quality
+
+            summary["quality"] = estimate_quality(volume, prediction, package)
         out.commit(summary)
     report("write", 1.0)
     summary["output_dir"] = str(Path(output_dir).resolve())

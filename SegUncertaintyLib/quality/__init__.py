@@ -1,0 +1,1 @@
+"""Case-level quality without ground truth: features from the maps, predicted Dice, volume forecasts."""

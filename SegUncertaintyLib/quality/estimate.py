@@ -1,0 +1,53 @@
+"""A case's estimated quality at predict time: what ``summary.json`` says under ``quality``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..inference import Prediction
+from ..model.package import ModelPackage
+from ..preprocess import normalize_intensities
+from ..volume import Volume
+from .features import case_features
+from .package import load_quality
+from .predictor import net_input, predict_net
+from .volume import VolumeEvidence
+
+
+def estimate_quality(volume: Volume, prediction: Prediction, package: ModelPackage) -> dict[str, Any]:
+    """Estimated Dice (both predictors), the volume forecast and the features, for a prediction made with the head.
+
+    Args:
+        volume: the input image (raw intensities) on the prediction's grid.
+        prediction: the head's prediction (its maps give the features).
+        package: a package with quality predictors (see :func:`.package.has_quality`).
+
+    Returns:
+        ``estimated_dice`` (linear predictor) and ``estimated_dice_net`` in [0, 1]; ``needs_review``
+        (the linear estimate is below the card's ``bad_dice``); ``volume_forecast_ml`` of the
+        foreground (mean, sd, 90 % interval, mL); ``features``.
+    """
+    from ..pipeline import best_probabilities, risk_map
+
+    linear, net, scale = load_quality(package)
+    features = case_features(prediction, prediction.maps.get("fragile"))
+    foreground = 1.0 - best_probabilities(prediction)[0]
+    image = normalize_intensities(volume.array, package.card.normalization)
+    x = net_input(image, 1.0 - prediction.probabilities[0], risk_map(prediction)[1], prediction.labels)
+    forecast = VolumeEvidence.from_probability(foreground, volume.geometry.voxel_volume_ml).forecast(scale)
+    estimated = float(linear.predict([features])[0])
+    bad = float(package.card.extra["quality"].get("bad_dice", 0.7))
+    return {
+        "estimated_dice": round(estimated, 4),
+        "estimated_dice_net": round(float(predict_net(net, x[None])[0]), 4),
+        "needs_review": estimated < bad,
+        "bad_dice": bad,
+        "volume_forecast_ml": {
+            "mean": round(forecast.mean_ml, 4),
+            "sd": round(forecast.sd_ml, 4),
+            "interval_90": [round(v, 4) for v in forecast.interval(0.9)],
+        },
+        "features": {k: float(np.round(v, 6)) for k, v in features.items()},
+    }

@@ -1,0 +1,229 @@
+"""Fit the quality predictors on the head-calibration split, score them on the test split, bundle them.
+
+The Dice targets come from cases the backbone never trained on (the calibration split), against the
+raters' majority vote. ``seguncertainty train-quality`` runs :func:`train_quality`; the benchmark
+(``benchmarks/quality_prediction.py``) calls :func:`collect_records` and the same fitting functions.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+from ..data.cases import Case
+from ..data.datasets import load_dataset_cases
+from ..errors import ModelError
+from ..inference import Prediction, predict_sampled, predict_volume, resolve_device
+from ..metrics import auroc, dice
+from ..model.backbones import load_backbone, write_weights
+from ..model.package import ModelPackage, load_package, write_card
+from ..pipeline import best_probabilities
+from ..preprocess import normalize_intensities
+from ..progress import Progress
+from ..segwithu.package import has_head, load_head
+from .features import case_features, regions
+from .package import NET_FILE
+from .predictor import fit_linear, fit_net, net_input, predict_net
+from .volume import VolumeEvidence, coverage, fit_scale, mean_crps
+
+BAD_DICE = 0.7  # a case below this Dice "needs a human" in the AUROC of the worst cases
+
+
+@dataclass
+class CaseRecord:
+    """One case as the quality predictors see it, with its truth.
+
+    Attributes:
+        features: :func:`case_features` of the head's prediction (plus extra sources when collected).
+        dice: Dice of the segmentation against the raters' majority vote.
+        volume: the prediction's volume evidence for the (any-)foreground class.
+        rater_volumes_ml: each rater's foreground volume, mL.
+        net_input: ``(3, *NET_SHAPE)`` input of the quality network.
+    """
+
+    case_id: str
+    features: dict[str, float]
+    dice: float
+    volume: VolumeEvidence
+    rater_volumes_ml: list[float]
+    net_input: torch.Tensor = field(repr=False)
+
+
+def risk_of(prediction: Prediction) -> np.ndarray:
+    """``(k, j, i)`` the estimated probability of error (the head's, else ``1 - max p``)."""
+    from ..pipeline import risk_map
+
+    return risk_map(prediction)[1]
+
+
+def record_of(case: Case, prediction: Prediction, package: ModelPackage) -> CaseRecord:
+    """The record of one labelled case predicted with the head."""
+    foreground = 1.0 - best_probabilities(prediction)[0]
+    voxel_ml = case.geometry.voxel_volume_ml
+    image = normalize_intensities(case.image, package.card.normalization)
+    return CaseRecord(
+        case_id=case.case_id,
+        features=case_features(prediction),
+        dice=dice(prediction.labels > 0, case.majority > 0),
+        volume=VolumeEvidence.from_probability(foreground, voxel_ml),
+        rater_volumes_ml=[float(np.count_nonzero(r)) * voxel_ml for r in case.raters],
+        net_input=net_input(image, 1.0 - prediction.probabilities[0], risk_of(prediction), prediction.labels),
+    )
+
+
+def collect_records(
+    cases: Sequence[Case],
+    package: ModelPackage,
+    device: str = "auto",
+    sources: Sequence[str] = (),
+    progress: Progress | None = None,
+    stage: str = "collect",
+) -> list[CaseRecord]:
+    """Predict every case with the head (one pass) and keep its record.
+
+    Args:
+        cases: labelled cases.
+        package: a model package with a head.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        sources: extra uncertainty sources whose band means join the features: ``"ensemble"``
+            (``mutual_information:band_mean`` of the deep ensemble) and ``"fragility"`` (the search's
+            ``fragile_fraction`` and ``flip_mass`` means; the package needs a replay set).
+        progress: receives ``stage`` after every case.
+    """
+    if not has_head(package):
+        raise ModelError(f"model {package.card.name!r} has no head; the quality predictors read its maps")
+    dev = resolve_device(device)
+    network, head = load_backbone(package, dev), load_head(package, dev)
+    search = windows = None
+    if "fragility" in sources:
+        from ..fragility.replay import load_replay
+        from ..fragility.search import FragilitySearch
+
+        search = FragilitySearch(package, network, load_replay(package), None, dev)
+    if "ensemble" in sources:
+        from ..baselines import sampling_windows
+
+        windows = sampling_windows("ensemble", package, device, None)
+    records = []
+    for n, case in enumerate(cases):
+        prediction = predict_volume(case.volume, package, network=network, head=head, device=dev)
+        record = record_of(case, prediction, package)
+        _, band = regions(prediction.labels)
+        if windows is not None:
+            sampled = predict_sampled(case.volume, package, windows, dev)
+            information = sampled.maps["mutual_information"]
+            record.features["mutual_information:band_mean"] = float(information[band].mean()) if band.any() else 0.0
+        if search is not None:
+            found = search.run(case.volume, prediction)
+            fragile = found.maps["fragile"] > 0
+            prediction.maps["flip_mass"] = found.maps["flip_mass"]
+            extra = case_features(prediction, fragile)
+            record.features.update(
+                {k: extra[k] for k in ("fragile_fraction", "flip_mass:band_mean", "flip_mass:fg_mean")}
+            )
+        records.append(record)
+        if progress is not None:
+            progress(stage, (n + 1) / len(cases), case.case_id)
+    return records
+
+
+def prediction_scores(predicted: np.ndarray, true: np.ndarray, bad: float = BAD_DICE) -> dict[str, float]:
+    """How well predicted Dice matches true Dice: R^2, Pearson r, Spearman rho, MAE, and the AUROC of
+    ``1 - predicted`` for finding the cases with ``true < bad`` (NaN when every case is on one side)."""
+    predicted, true = np.asarray(predicted, np.float64), np.asarray(true, np.float64)
+    residual = float(((true - predicted) ** 2).sum())
+    spread = float(((true - true.mean()) ** 2).sum())
+    return {
+        "r2": 1.0 - residual / spread if spread > 0 else float("nan"),
+        "pearson": float(stats.pearsonr(predicted, true)[0]),
+        "spearman": float(stats.spearmanr(predicted, true)[0]),
+        "mae": float(np.abs(predicted - true).mean()),
+        "auroc_bad": auroc(1.0 - predicted, true < bad),
+    }
+
+
+def score_scores(score: np.ndarray, true: np.ndarray, bad: float = BAD_DICE) -> dict[str, float]:
+    """How well a per-case uncertainty score (higher = worse) ranks cases: Spearman rho with Dice
+    (negative is good) and the AUROC for finding the cases with ``true < bad``."""
+    return {
+        "spearman": float(stats.spearmanr(score, true)[0]),
+        "auroc_bad": auroc(np.asarray(score), np.asarray(true) < bad),
+    }
+
+
+def rank_aggregate(columns: Sequence[np.ndarray]) -> np.ndarray:
+    """The mean over scores of each case's rank within its set, in [0, 1] (higher = worse)."""
+    ranks = [stats.rankdata(c) / len(c) for c in columns]
+    return np.mean(ranks, axis=0)
+
+
+def train_quality(
+    model: str | Path,
+    cache_dir: Path | None = None,
+    device: str = "auto",
+    data: str = "lidc",
+    net_epochs: int = 150,
+    seed: int = 0,
+    command: str = "",
+    progress: Progress | None = None,
+) -> dict:
+    """Fit both Dice predictors and the volume spread on the calibration split, score them on the test
+    split, and add them to the package (card section ``quality``, weights ``quality_net.safetensors``).
+
+    Returns:
+        The card's new ``quality`` section.
+    """
+    report = progress or Progress()
+    package = load_package(model)
+    started = time.perf_counter()
+    calibration = collect_records(
+        load_dataset_cases(data, "calibration", cache_dir), package, device, (), report, "calibration"
+    )
+    test = collect_records(load_dataset_cases(data, "test", cache_dir), package, device, (), report, "test")
+    report("fit", 0.0)
+    linear = fit_linear([r.features for r in calibration], np.array([r.dice for r in calibration]))
+    net = fit_net(
+        torch.stack([r.net_input for r in calibration]), np.array([r.dice for r in calibration]), net_epochs, seed
+    )
+    scale = fit_scale([r.volume for r in calibration], [r.rater_volumes_ml for r in calibration])
+    report("fit", 1.0)
+    true = np.array([r.dice for r in test])
+    forecasts = [r.volume.forecast(scale) for r in test]
+    package.card.files[NET_FILE] = write_weights(net, package.file(NET_FILE))
+    section = {
+        "linear": linear.to_dict(),
+        "net": {"file": NET_FILE},
+        "volume_scale": scale,
+        "bad_dice": BAD_DICE,
+        "training": {
+            "command": command,
+            "data": {"dataset": data, "split": "calibration", "cases": len(calibration)},
+            "net_epochs": net_epochs,
+            "seed": seed,
+            "seconds": round(time.perf_counter() - started, 1),
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        },
+        "test": {
+            "split": "test",
+            "cases": len(test),
+            "linear": _rounded(prediction_scores(linear.predict([r.features for r in test]), true)),
+            "net": _rounded(prediction_scores(predict_net(net, torch.stack([r.net_input for r in test])), true)),
+            "volume_crps_ml": round(mean_crps(forecasts, [r.rater_volumes_ml for r in test]), 4),
+            "volume_coverage_90": round(coverage(forecasts, [r.rater_volumes_ml for r in test]), 4),
+        },
+    }
+    package.card.extra["quality"] = section
+    write_card(package.card, package.path)
+    return section
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float | None]:
+    """Four significant digits; NaN (undefined, e.g. no bad case) as None, which JSON can hold."""
+    return {k: None if np.isnan(v) else float(f"{v:.4g}") for k, v in values.items()}

@@ -1,0 +1,96 @@
+"""A structure's volume as a forecast: a mean and a spread in mL, scored by CRPS and coverage against raters.
+
+The forecast is Gaussian. Its mean is the expected volume, the sum of the (calibrated) foreground
+probabilities times the voxel volume. Its spread is either
+
+* ``poisson-binomial``: every voxel an independent Bernoulli, ``sd = sqrt(sum p (1 - p))`` voxels:
+  far too narrow, because neighbouring voxels are wrong together (kept as the textbook reference);
+* ``level-set``: ``sd = scale * (V(p >= 0.25) - V(p >= 0.75)) / 2 + one voxel``, how far the volume
+  moves when the boundary is drawn at a looser or a stricter level, with ``scale`` fitted on the
+  head-calibration split to minimise the CRPS against the raters' volumes (:func:`fit_scale`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtri
+
+LEVELS = (0.75, 0.25)
+
+
+@dataclass(frozen=True)
+class VolumeForecast:
+    """A Gaussian forecast of one class's volume, mL."""
+
+    mean_ml: float
+    sd_ml: float
+
+    def interval(self, coverage: float = 0.9) -> tuple[float, float]:
+        """The central interval holding ``coverage`` of the forecast (lower end at least 0), mL."""
+        half = float(ndtri(0.5 + coverage / 2.0)) * self.sd_ml
+        return max(0.0, self.mean_ml - half), self.mean_ml + half
+
+    def crps(self, observed_ml: float) -> float:
+        """CRPS of the forecast for an observed volume (closed form for a Gaussian), mL; lower is better."""
+        z = (observed_ml - self.mean_ml) / self.sd_ml
+        pdf = math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+        cdf = 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+        return self.sd_ml * (z * (2.0 * cdf - 1.0) + 2.0 * pdf - 1.0 / math.sqrt(math.pi))
+
+
+@dataclass(frozen=True)
+class VolumeEvidence:
+    """What a prediction says about one class's volume, mL: enough to forecast it with any spread."""
+
+    mean_ml: float  # sum of the probabilities times the voxel volume
+    half_width_ml: float  # (V(p >= 0.25) - V(p >= 0.75)) / 2
+    poisson_sd_ml: float  # sqrt(sum p (1 - p)) voxels
+    voxel_ml: float
+
+    @classmethod
+    def from_probability(cls, foreground: np.ndarray, voxel_ml: float) -> VolumeEvidence:
+        """From a ``(k, j, i)`` probability of the class (calibrated when available) and the voxel volume."""
+        p = foreground.astype(np.float64)
+        strict, loose = (np.count_nonzero(foreground >= level) for level in LEVELS)
+        return cls(
+            mean_ml=float(p.sum()) * voxel_ml,
+            half_width_ml=0.5 * float(loose - strict) * voxel_ml,
+            poisson_sd_ml=math.sqrt(float((p * (1.0 - p)).sum())) * voxel_ml,
+            voxel_ml=voxel_ml,
+        )
+
+    def forecast(self, scale: float | None = None) -> VolumeForecast:
+        """The level-set forecast with a fitted ``scale``, or the Poisson-binomial one (None).
+
+        One voxel is added to the spread: never a point forecast.
+        """
+        spread = self.poisson_sd_ml if scale is None else scale * self.half_width_ml
+        return VolumeForecast(self.mean_ml, spread + self.voxel_ml)
+
+
+def mean_crps(forecasts: Sequence[VolumeForecast], rater_volumes: Sequence[Sequence[float]]) -> float:
+    """Mean over cases of the mean over raters of the CRPS, mL."""
+    pairs = zip(forecasts, rater_volumes, strict=True)
+    return float(np.mean([np.mean([f.crps(v) for v in raters]) for f, raters in pairs]))
+
+
+def coverage(
+    forecasts: Sequence[VolumeForecast], rater_volumes: Sequence[Sequence[float]], level: float = 0.9
+) -> float:
+    """Share of the raters' volumes (all cases pooled) inside each forecast's ``level`` central interval."""
+    inside = []
+    for forecast, raters in zip(forecasts, rater_volumes, strict=True):
+        low, high = forecast.interval(level)
+        inside += [low <= v <= high for v in raters]
+    return float(np.mean(inside))
+
+
+def fit_scale(evidence: Sequence[VolumeEvidence], rater_volumes: Sequence[Sequence[float]]) -> float:
+    """The level-set scale with the lowest mean CRPS against the raters (log grid from 0.05 to 20)."""
+    grid = np.geomspace(0.05, 20.0, 241)
+    scores = [mean_crps([e.forecast(scale) for e in evidence], rater_volumes) for scale in grid]
+    return float(grid[int(np.argmin(scores))])

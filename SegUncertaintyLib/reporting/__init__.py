@@ -1,0 +1,1 @@
+"""Pages a reviewer reads: a case's report and the triage worklist (self-contained HTML)."""
