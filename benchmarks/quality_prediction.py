@@ -13,7 +13,9 @@ AUROC for finding the cases with Dice < 0.7): the bundled ridge regression on si
 a random forest on the same features (not bundled: scikit-learn forests only serialise by
 pickling), and the small network on (image, probability, error probability); (2) each per-case
 uncertainty score alone and their rank average (no fitting); (3) the volume forecast of the
-foreground, CRPS and 90 % interval coverage against the four raters' volumes.
+foreground, CRPS and 90 % interval coverage against the four raters' volumes. The ridge
+regression, the network and the volume scale are the package's own (``train-quality`` fitted them
+on the same calibration split) when it has them, else they are fitted here.
 """
 
 import argparse
@@ -25,6 +27,7 @@ import torch
 from SegUncertaintyLib.data.datasets import load_dataset_cases
 from SegUncertaintyLib.model.package import load_package
 from SegUncertaintyLib.quality.features import SOURCE_SCORES
+from SegUncertaintyLib.quality.package import has_quality, load_quality
 from SegUncertaintyLib.quality.predictor import LINEAR_FEATURES, feature_matrix, fit_linear, fit_net, predict_net
 from SegUncertaintyLib.quality.training import (
     BAD_DICE,
@@ -45,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--limit", type=int, default=None, help="at most this many cases per split")
     parser.add_argument("--sources", default="ensemble,fragility", help="extra sources: ensemble, fragility")
-    parser.add_argument("--net-epochs", type=int, default=150)
+    parser.add_argument("--net-epochs", type=int, default=150, help="when the package has no predictors yet")
     args = parser.parse_args()
     sources = [s for s in args.sources.split(",") if s]
     package = load_package("lidc-nodule")
@@ -60,21 +63,24 @@ def main() -> None:
     rows_fit, rows_test = [r.features for r in fit], [r.features for r in test]
     print("| predictor | R^2 | Pearson r | Spearman rho | MAE | AUROC (Dice < 0.7) |")
     print("|---|---|---|---|---|---|")
-    linear = fit_linear(rows_fit, y_fit)
+    if has_quality(package):  # the bundled predictors, fitted by train-quality on this calibration split
+        linear, net, scale = load_quality(package)
+        origin = "bundled"
+    else:
+        linear, scale = fit_linear(rows_fit, y_fit), None
+        net = fit_net(torch.stack([r.net_input for r in fit]), y_fit, args.net_epochs)
+        origin = f"fitted here, {args.net_epochs} epochs"
     predicted = linear.predict(rows_test)
-    print(row(f"ridge on {len(LINEAR_FEATURES)} single-pass features (bundled)", prediction_scores(predicted, y_test)))
+    print(row(f"ridge on {len(LINEAR_FEATURES)} single-pass features ({origin})", prediction_scores(predicted, y_test)))
     from sklearn.ensemble import RandomForestRegressor
 
     forest = RandomForestRegressor(n_estimators=300, min_samples_leaf=3, random_state=0)
     forest.fit(feature_matrix(rows_fit, LINEAR_FEATURES), y_fit)
     predicted = forest.predict(feature_matrix(rows_test, LINEAR_FEATURES))
     print(row("random forest on the same features", prediction_scores(predicted, y_test)))
-    start = time.perf_counter()
-    net = fit_net(torch.stack([r.net_input for r in fit]), y_fit, args.net_epochs)
-    net_seconds = time.perf_counter() - start
     predicted = predict_net(net, torch.stack([r.net_input for r in test]))
-    print(row("network on image + probability + error probability (bundled)", prediction_scores(predicted, y_test)))
-    print(f"\n(network trained in {net_seconds:.0f} s, {args.net_epochs} epochs)\n")
+    print(row(f"network on image + probability + error probability ({origin})", prediction_scores(predicted, y_test)))
+    print()
 
     print("| per-case score (higher = worse) | Spearman rho with Dice | AUROC (Dice < 0.7) |")
     print("|---|---|---|")
@@ -93,11 +99,12 @@ def main() -> None:
         print(f"| {label} ({len(chosen)}) | {s['spearman']:.3f} | {s['auroc_bad']:.3f} |")
 
     raters_fit, raters_test = [r.rater_volumes_ml for r in fit], [r.rater_volumes_ml for r in test]
-    scale = fit_scale([r.volume for r in fit], raters_fit)
+    if scale is None:
+        scale = fit_scale([r.volume for r in fit], raters_fit)
     print("\n| volume forecast (foreground) | CRPS vs raters (mL) | 90 % interval coverage of rater volumes |")
     print("|---|---|---|")
     for label, s in (("Poisson-binomial (independent voxels)", None), ("level-set half-width, scale 1", 1.0),
-                     (f"level-set, scale fitted on calibration ({scale:.2f}; bundled)", scale)):  # fmt: skip
+                     (f"level-set, scale fitted on calibration ({scale:.2f}; {origin})", scale)):  # fmt: skip
         forecasts = [r.volume.forecast(s) for r in test]
         print(f"| {label} | {mean_crps(forecasts, raters_test):.4f} | {coverage(forecasts, raters_test):.3f} |")
 

@@ -13,7 +13,7 @@ Both output a Dice in [0, 1].
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -136,9 +136,17 @@ class QualityNet(nn.Module):
 
 
 def fit_net(
-    inputs: torch.Tensor, dice: np.ndarray, epochs: int = 150, seed: int = 0, learning_rate: float = 2e-3
+    inputs: torch.Tensor,
+    dice: np.ndarray,
+    epochs: int = 150,
+    seed: int = 0,
+    learning_rate: float = 2e-3,
+    progress: Callable[[float], None] | None = None,
 ) -> QualityNet:
-    """Train a :class:`QualityNet` (MSE, AdamW, random flips) on ``(N, 3, *NET_SHAPE)`` inputs and their Dice."""
+    """Train a :class:`QualityNet` (MSE, AdamW, random flips) on ``(N, 3, *NET_SHAPE)`` inputs and their Dice.
+
+    ``progress`` receives the fraction done after every epoch.
+    """
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -147,7 +155,7 @@ def fit_net(
     optimizer = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=1e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
     net.train()
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = torch.randperm(len(inputs), generator=generator)
         for start in range(0, len(inputs), 16):
             index = order[start : start + 16]
@@ -160,6 +168,8 @@ def fit_net(
             loss.backward()
             optimizer.step()
         schedule.step()
+        if progress is not None:
+            progress((epoch + 1) / epochs)
     return net.eval()
 
 

@@ -189,9 +189,8 @@ def train_quality(
     test = collect_records(load_dataset_cases(data, "test", cache_dir), package, device, (), report, "test")
     report("fit", 0.0)
     linear = fit_linear([r.features for r in calibration], np.array([r.dice for r in calibration]))
-    net = fit_net(
-        torch.stack([r.net_input for r in calibration]), np.array([r.dice for r in calibration]), net_epochs, seed
-    )
+    inputs, targets = torch.stack([r.net_input for r in calibration]), np.array([r.dice for r in calibration])
+    net = fit_net(inputs, targets, net_epochs, seed, progress=lambda f: report("fit", 0.05 + 0.9 * f, "network"))
     scale = fit_scale([r.volume for r in calibration], [r.rater_volumes_ml for r in calibration])
     report("fit", 1.0)
     true = np.array([r.dice for r in test])
