@@ -22,7 +22,7 @@ from SegUncertaintyLib.resources import sample_path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "report.png")
-    parser.add_argument("--height", type=int, default=1900, help="window height in pixels")
+    parser.add_argument("--height", type=int, default=1150, help="window height in pixels")
     args = parser.parse_args()
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
