@@ -119,8 +119,24 @@ def test_a_torchscript_package_runs_only_the_file_its_card_vouches_for(scripted,
     (folder / "model.json").write_text(json.dumps(card_for("net.pt", None)))
     with pytest.raises(ModelError, match="no SHA-256"):
         load_backbone(load_package(folder))
-    with pytest.raises(ModelError, match="is a network file, not a model package"):
+    with pytest.raises(ModelError, match=r"write its card beside it as net\.json"):
         load_package(folder / "net.pt")
+
+    # a network file the user chose, with its card beside it: the file itself is what runs
+    chosen = tmp_path / "elsewhere" / "my-net.pt"
+    chosen.parent.mkdir()
+    scripted.save(str(chosen))
+    chosen.with_suffix(".json").write_text(json.dumps(card_for("whatever.pt", None)))
+    from SegUncertaintyLib.cli import main
+
+    out = tmp_path / "out"
+    source = tmp_path / "image.nrrd"
+    from SegUncertaintyLib.io import write_volume
+
+    write_volume(image, volume_geometry, source)
+    assert main(["predict", "--input", str(source), "--output-dir", str(out), "--model", str(chosen),
+                 "--device", "cpu", "--progress", "none"]) == 0  # fmt: skip
+    assert json.loads((out / "summary.json").read_text())["model"]["name"] == "tiny-script"
     with pytest.raises(ModelError, match="pip install no-such-distribution"):
         installed_file("no-such-distribution", "data/models/model.pt")
 

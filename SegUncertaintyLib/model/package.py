@@ -125,6 +125,9 @@ class ModelPackage:
         return self.path / name
 
 
+NETWORK_SUFFIXES = (".pt", ".pth", ".ts", ".jit")
+
+
 def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
     """Folder of a model package from a bundled name (``"lidc-nodule"``) or a path; None gives the default."""
     if name_or_path is None:
@@ -134,11 +137,11 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
         return candidate
     if candidate.name == CARD_NAME and candidate.is_file():
         return candidate.parent
-    if candidate.is_file() and candidate.suffix in (".pt", ".pth", ".ts", ".jit"):
+    if candidate.is_file() and candidate.suffix in NETWORK_SUFFIXES:
         raise ModelError(
-            f"{candidate} is a network file, not a model package: put it in a folder with a {CARD_NAME} card that "
-            "names it (architecture TorchScript, args.file, its SHA-256 under files, spacing, normalisation, "
-            "classes); see the README's 'Bring your own network'"
+            f"{candidate} is a network file, not a model package: write its card beside it as "
+            f"{candidate.with_suffix('.json').name} (architecture TorchScript, classes, spacing, normalisation, "
+            "patch size; see the README's 'Bring your own network'), or put both in a folder with a model.json"
         )
     bundled = bundled_models()
     if str(name_or_path) in bundled:
@@ -148,7 +151,16 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
 
 
 def load_package(name_or_path: str | os.PathLike | None = None) -> ModelPackage:
-    """Read a model package's card (:func:`..backbones.load_backbone` loads the weights)."""
+    """Read a model package's card (:func:`..backbones.load_backbone` loads the weights).
+
+    ``name_or_path`` is a bundled name, a package folder, an nnU-Net trained-model folder, or a
+    TorchScript file the user chose with its card beside it (``net.pt`` + ``net.json``): that card's
+    network is the chosen file, vouched for by its SHA-256 as read now.
+    """
+    if name_or_path is not None and Path(name_or_path).suffix in NETWORK_SUFFIXES:
+        sidecar = Path(name_or_path).with_suffix(".json")
+        if Path(name_or_path).is_file() and sidecar.is_file():
+            return _chosen_network(Path(name_or_path), sidecar)
     folder = resolve_model(name_or_path)
     card_path = folder / CARD_NAME
     if not card_path.is_file():
@@ -157,13 +169,32 @@ def load_package(name_or_path: str | os.PathLike | None = None) -> ModelPackage:
         if is_nnunet_folder(folder):  # read as is; train-head adds a model.json beside it
             return ModelPackage(path=folder, card=nnunet_card(folder))
         raise ModelError(f"{folder} is not a model package: {CARD_NAME} is missing")
+    return ModelPackage(path=folder, card=_read_card(card_path))
+
+
+def _read_card(card_path: Path) -> ModelCard:
     try:
         data = json.loads(card_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"cannot read model card {card_path}: {exc}") from None
     if not isinstance(data, dict):
         raise ModelError(f"model card {card_path} is not a JSON object")
-    return ModelPackage(path=folder, card=ModelCard.from_dict(data, source=str(card_path)))
+    return ModelCard.from_dict(data, source=str(card_path))
+
+
+def _chosen_network(network: Path, card_path: Path) -> ModelPackage:
+    """A TorchScript file the user named on the command line, with the card beside it."""
+    import hashlib
+
+    card = _read_card(card_path)
+    if card.architecture.get("name") != "TorchScript":
+        raise ModelError(
+            f"{card_path} describes a {card.architecture.get('name')!r} network, not the TorchScript {network.name}"
+        )
+    card.architecture = {**card.architecture, "args": {**card.architecture.get("args", {}), "file": network.name}}
+    card.architecture["args"].pop("distribution", None)
+    card.files = {**card.files, network.name: hashlib.sha256(network.read_bytes()).hexdigest()}
+    return ModelPackage(path=network.parent, card=card)
 
 
 def write_card(card: ModelCard, folder: str | os.PathLike) -> Path:
