@@ -541,6 +541,14 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
                     name=row["name"], volume=row["volume_ml"], low=low, high=high
                 )
             )
+        quality = self.results.summary.get("quality")
+        if quality:
+            verdict = _("needs review") if quality["needs_review"] else _("likely acceptable")
+            lines.append(
+                _("Estimated Dice {dice:.2f} ({verdict}; estimated without ground truth)").format(
+                    dice=quality["estimated_dice"], verdict=verdict
+                )
+            )
         return "\n".join(lines)
 
     def reviewText(self):

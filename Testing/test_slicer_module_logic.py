@@ -80,6 +80,7 @@ def test_the_logic_segments_loads_and_keeps_the_review(module, tmp_path):
     assert "fragility" in summary and results.fragile_segment_id is not None
     assert slicer.util.arrayFromVolume(results.heatmap).max() <= 1.0
     assert "nodule:" in logic.volumesText() and "interval" in logic.volumesText()
+    assert "Estimated Dice" in logic.volumesText()  # the bundled model carries quality predictors
     assert logic.reviewText().startswith(f"0 of {len(results.regions)} regions reviewed; 100%")
 
     first = logic.session.next_pending()

@@ -6,6 +6,10 @@ divided by patient into a part the head is fitted on and a part for early stoppi
 fitting the error-probability scale of the ranking map). The backbone is in eval mode, every one
 of its parameters has ``requires_grad=False``, and its forward pass runs under ``no_grad``: no
 gradient can reach it and its weights never change.
+
+A pretrained whole-volume network (deepbet) has no split of ours it never saw and cannot run on a
+patch: its head trains on crops of cached passes over new acquisitions of labelled heads and
+validates on other acquisitions (:mod:`.whole_volume`); held-out subjects are the benchmark's job.
 """
 
 from __future__ import annotations
