@@ -229,6 +229,7 @@ def test_the_models_command_lists_the_packages(capsys, tmp_path):
     assert summaries["lidc-nodule"]["ready"] and "fragility" in summaries["lidc-nodule"]["methods"]
     assert {"segwithu", "ensemble", "mc-dropout"} <= set(summaries["lidc-nodule"]["methods"])
     assert "deepbet" in summaries and summaries["deepbet"]["modality"] == "MR"
+    assert "segwithu" in summaries["deepbet"]["methods"]  # the bundled head trained with --data brains
     assert not summaries["needs-a-wheel"]["ready"]
     assert "pip install no-such-distribution" in summaries["needs-a-wheel"]["problem"]
 

@@ -101,7 +101,10 @@ def test_train_a_head_for_deepbet_then_predict_with_it(deepbet, itk_head, tmp_pa
     package, _ = deepbet
     folder = tmp_path / "deepbet"
     folder.mkdir()
-    shutil.copyfile(package.path / "model.json", folder / "model.json")
+    card = json.loads((package.path / "model.json").read_text())
+    card.pop("head", None)  # start from the bare network; train-head writes a head of its own
+    card["files"].pop("head.safetensors", None)
+    (folder / "model.json").write_text(json.dumps(card))
     small = ["--acquisitions", "1", "--validation-acquisitions", "1", "--crop", "48", "--batch-size", "1"]
     small += ["--max-epochs", "2", "--cache-dir", str(tmp_path / "cache"), "--calibration-limit", "2"]
     assert run_quietly("train-head", "--model", str(folder), "--data", "brains", *small) == 0
@@ -125,3 +128,22 @@ def test_train_a_head_for_deepbet_then_predict_with_it(deepbet, itk_head, tmp_pa
     surface = brain & ~ndimage.binary_erosion(brain)
     far = ~ndimage.binary_dilation(brain, iterations=5)
     assert risk.array[surface].mean() > 2 * risk.array[far].mean()  # the risk sits on the outline
+
+
+def test_predict_with_the_bundled_deepbet_head_writes_every_map(deepbet, itk_head, tmp_path):
+    from SegUncertaintyLib.metrics import auroc, region_around
+
+    volume, brain = itk_head
+    out = tmp_path / "out"
+    source = sample_path("itk-t1-head.nii.gz")
+    assert run_quietly("predict", "--input", str(source), "--output-dir", str(out), "--model", "deepbet") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["uncertainty"] == "segwithu"  # the default once the package has a head
+    for name in ("ranking", "error_probability", "calibration", "epistemic", "aleatoric"):
+        assert read_volume(out / summary["outputs"]["maps"][name]).geometry == volume.geometry
+    labels = read_volume(out / "segmentation.nrrd").array == 1
+    assert dice(labels, brain) > 0.95
+    risk = read_volume(out / "error_probability.nrrd").array
+    roi = region_around(np.stack([labels, brain]), 3.0, volume.geometry.spacing)
+    # the ITK head is one of the head's training subjects: a regression guard, not a held-out figure
+    assert auroc(risk[roi], (labels != brain)[roi]) > 0.85
