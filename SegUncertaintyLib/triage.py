@@ -72,10 +72,10 @@ def worklist_rows(output_dir: Path, inputs: list[Path]) -> list[dict[str, Any]]:
         folder = output_dir / "cases" / case_name(source)
         row: dict[str, Any] = {"case": case_name(source), "input": str(source), "folder": str(folder)}
         if (folder / "summary.json").is_file():
-            summary = json.loads((folder / "summary.json").read_text())
+            summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
             quality = summary.get("quality") or {}
             forecast = quality.get("volume_forecast_ml")
-            regions = json.loads((folder / summary["outputs"]["regions"]).read_text())["regions"]
+            regions = json.loads((folder / summary["outputs"]["regions"]).read_text(encoding="utf-8"))["regions"]
             row.update(
                 status="done",
                 estimated_dice=quality.get("estimated_dice"),
@@ -89,7 +89,7 @@ def worklist_rows(output_dir: Path, inputs: list[Path]) -> list[dict[str, Any]]:
                 report=f"cases/{case_name(source)}/{REPORT_FILE}",
             )
         elif (folder / FAILED_FILE).is_file():
-            row.update(status="failed", error=json.loads((folder / FAILED_FILE).read_text())["error"])
+            row.update(status="failed", error=json.loads((folder / FAILED_FILE).read_text(encoding="utf-8"))["error"])
         else:
             row.update(status="pending")
         rows.append(row)

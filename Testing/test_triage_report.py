@@ -40,7 +40,7 @@ def volumes(tmp_path_factory, lidc_cache):
 
 
 def read_worklist(path):
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -75,11 +75,11 @@ def test_triage_ranks_resumes_and_survives_a_bad_file(volumes, quality_model, tm
         assert (folder / "report.html").is_file() and (folder / "thumbnail.png").read_bytes()[:4] == b"\x89PNG"
         image, labels = read_volume(volumes / f"{row['case']}.nrrd"), read_volume(folder / "segmentation.nrrd")
         assert labels.geometry == image.geometry
-    page = (out / "worklist.html").read_text()
+    page = (out / "worklist.html").read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") == 3 and "cannot read" in page
-    before = (out / "worklist.csv").read_text()
+    before = (out / "worklist.csv").read_text(encoding="utf-8")
     assert triage(volumes, out, quality_model, "cpu")["ran"] == 0  # nothing left to run
-    assert (out / "worklist.csv").read_text() == before
+    assert (out / "worklist.csv").read_text(encoding="utf-8") == before
 
 
 def test_report_content_and_errors(volumes, quality_model, tmp_path, capsys):
@@ -87,7 +87,7 @@ def test_report_content_and_errors(volumes, quality_model, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["predict", "--input", str(source), "--output-dir", str(run), "--model", str(quality_model)]
     assert run_quietly(*args, "--fragility", "--report") == 0
-    page = (run / "report.html").read_text()
+    page = (run / "report.html").read_text(encoding="utf-8")
     summary = json.loads((run / "summary.json").read_text())
     view = read_run(run)
     assert view.risk_name == "error_probability" and view.fragile is not None

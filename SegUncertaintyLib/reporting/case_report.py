@@ -58,7 +58,7 @@ def read_run(run_dir: str | os.PathLike, input_path: str | os.PathLike | None = 
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():
         raise InputError(f"{run_dir} has no summary.json: not a finished seguncertainty predict output folder")
-    summary = json.loads(summary_path.read_text())
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
     source = Path(input_path) if input_path is not None else Path(summary["input"]["path"])
     if not source.exists():
         raise InputError(f"the input volume {source} is not there any more; pass it with --input")
@@ -76,7 +76,11 @@ def read_run(run_dir: str | os.PathLike, input_path: str | os.PathLike | None = 
         every = np.concatenate([1.0 - foreground.sum(axis=0, keepdims=True), foreground])
         risk_name, risk = "1 - max probability", (1.0 - every.max(axis=0)).astype(np.float32)
     fragile = read_volume(run_dir / maps["fragile"]).array > 0 if "fragile" in maps else None
-    regions = json.loads((run_dir / outputs["regions"]).read_text())["regions"] if "regions" in outputs else []
+    regions = (
+        json.loads((run_dir / outputs["regions"]).read_text(encoding="utf-8"))["regions"]
+        if "regions" in outputs
+        else []
+    )
     return RunView(run_dir, summary, image, labels.array, risk, risk_name, fragile, regions)
 
 
