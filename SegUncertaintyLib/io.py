@@ -60,7 +60,7 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     return reader.Execute()
 
 
-def read_volume(path: str | os.PathLike) -> Volume:
+def read_volume(path: str | os.PathLike, allow_constant: bool = False) -> Volume:
     """Read a 3D scalar volume.
 
     Args:
@@ -71,7 +71,8 @@ def read_volume(path: str | os.PathLike) -> Volume:
 
     Raises:
         InputError: the path is missing or unreadable, or the image is not a usable 3D scalar
-            volume (2D, 4D, multi-component, empty, constant, or with NaN/Inf voxels).
+            volume (2D, 4D, multi-component, empty, constant unless ``allow_constant`` (an output
+            map may be all zero: nothing segmented, nothing fragile), or with NaN/Inf voxels).
     """
     path = Path(path)
     if not path.exists():
@@ -88,10 +89,10 @@ def read_volume(path: str | os.PathLike) -> Volume:
     except RuntimeError as exc:  # SimpleITK reports unreadable files as RuntimeError
         first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reason"
         raise InputError(f"cannot read {path} as a medical image ({first_line})") from None
-    return _as_volume(image, path)
+    return _as_volume(image, path, allow_constant)
 
 
-def _as_volume(image: sitk.Image, source: Path) -> Volume:
+def _as_volume(image: sitk.Image, source: Path, allow_constant: bool = False) -> Volume:
     dim = image.GetDimension()
     size = image.GetSize()
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -113,7 +114,7 @@ def _as_volume(image: sitk.Image, source: Path) -> Volume:
     if not finite.all():
         bad = int(array.size - np.count_nonzero(finite))
         raise InputError(f"{source} has {bad} NaN or infinite voxel(s); fix or mask them before segmenting")
-    if array.min() == array.max():
+    if array.min() == array.max() and not allow_constant:
         raise InputError(f"{source} is constant (every voxel is {array.flat[0]:g}): there is nothing to segment")
     direction = np.asarray(image.GetDirection()).reshape(3, 3)
     if abs(abs(np.linalg.det(direction)) - 1.0) > 1e-3:

@@ -108,6 +108,13 @@ def test_bad_inputs_get_clear_errors(tmp_path, make, message):
         read_volume(path)
 
 
+def test_an_all_zero_output_map_reads_when_allowed(tmp_path):
+    path = _write(tmp_path, "zeros.nrrd", np.zeros((4, 5, 6), np.float32))
+    with pytest.raises(InputError, match="constant"):
+        read_volume(path)  # as an input to segment: refused
+    assert not read_volume(path, allow_constant=True).array.any()  # as an output (nothing found): read
+
+
 def test_vector_image_is_refused(tmp_path):
     image = sitk.GetImageFromArray(RNG.random((4, 5, 6, 3)).astype(np.float32), isVector=True)
     sitk.WriteImage(image, str(tmp_path / "rgb.nrrd"))

@@ -107,6 +107,15 @@ def test_report_content_and_errors(volumes, quality_model, tmp_path, capsys):
     assert main(["report", "--run-dir", str(run), "--progress", "none"]) == 1
     assert "pass it with --input" in capsys.readouterr().err
     assert write_report(run, moved).is_file()
+    # nothing segmented, nothing fragile, no region: all-zero outputs are results too
+    from SegUncertaintyLib.io import write_volume
+
+    empty = np.zeros(view.labels.shape, np.uint8)
+    for name in ("segmentation.nrrd", "fragile.nrrd", "regions.nrrd"):
+        write_volume(empty, view.image.geometry, run / name)
+    (run / "regions.json").write_text(json.dumps({"regions": []}))
+    page = write_report(run, moved).read_text(encoding="utf-8")
+    assert "nothing segmented, no high-risk region" in page and "No voxel reaches the region threshold" in page
     other = sorted(volumes.glob("LIDC*.nrrd"))[1]
     if read_volume(other).geometry != read_volume(source).geometry:
         with pytest.raises(InputError, match="not on the grid"):

@@ -63,19 +63,22 @@ def read_run(run_dir: str | os.PathLike, input_path: str | os.PathLike | None = 
     if not source.exists():
         raise InputError(f"the input volume {source} is not there any more; pass it with --input")
     image = read_volume(source)
-    labels = read_volume(run_dir / summary["outputs"]["segmentation"])
+    labels = read_volume(run_dir / summary["outputs"]["segmentation"], allow_constant=True)
     if image.geometry != labels.geometry:
         raise InputError(f"{source} is not on the grid of the outputs in {run_dir}; pass the input predict read")
     outputs = summary["outputs"]
     maps = outputs.get("maps", {})
     if "error_probability" in maps:
-        risk_name, risk = "error_probability", read_volume(run_dir / maps["error_probability"]).array
+        risk_name, risk = (
+            "error_probability",
+            read_volume(run_dir / maps["error_probability"], allow_constant=True).array,
+        )
     else:
         files = outputs.get("calibrated_probabilities") or outputs["probabilities"]
-        foreground = np.stack([read_volume(run_dir / name).array for name in files.values()])
+        foreground = np.stack([read_volume(run_dir / name, allow_constant=True).array for name in files.values()])
         every = np.concatenate([1.0 - foreground.sum(axis=0, keepdims=True), foreground])
         risk_name, risk = "1 - max probability", (1.0 - every.max(axis=0)).astype(np.float32)
-    fragile = read_volume(run_dir / maps["fragile"]).array > 0 if "fragile" in maps else None
+    fragile = read_volume(run_dir / maps["fragile"], allow_constant=True).array > 0 if "fragile" in maps else None
     regions = (
         json.loads((run_dir / outputs["regions"]).read_text(encoding="utf-8"))["regions"]
         if "regions" in outputs

@@ -103,7 +103,7 @@ class ReviewSession:
 
     def current(self) -> Volume:
         """The current segmentation."""
-        return read_volume(self.current_path())
+        return read_volume(self.current_path(), allow_constant=True)
 
     def remaining_risk(self) -> float:
         """Share of the expected wrong voxels in regions still pending, in [0, 1]."""
