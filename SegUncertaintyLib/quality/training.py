@@ -24,7 +24,7 @@ from ..inference import Prediction, predict_sampled, predict_volume, resolve_dev
 from ..metrics import auroc, dice
 from ..model.backbones import load_backbone, write_weights
 from ..model.package import ModelPackage, load_package, write_card
-from ..pipeline import best_probabilities
+from ..pipeline import best_probabilities, risk_map
 from ..preprocess import normalize_intensities
 from ..progress import Progress
 from ..segwithu.package import has_head, load_head
@@ -56,13 +56,6 @@ class CaseRecord:
     net_input: torch.Tensor = field(repr=False)
 
 
-def risk_of(prediction: Prediction) -> np.ndarray:
-    """``(k, j, i)`` the estimated probability of error (the head's, else ``1 - max p``)."""
-    from ..pipeline import risk_map
-
-    return risk_map(prediction)[1]
-
-
 def record_of(case: Case, prediction: Prediction, package: ModelPackage) -> CaseRecord:
     """The record of one labelled case predicted with the head."""
     foreground = 1.0 - best_probabilities(prediction)[0]
@@ -74,7 +67,7 @@ def record_of(case: Case, prediction: Prediction, package: ModelPackage) -> Case
         dice=dice(prediction.labels > 0, case.majority > 0),
         volume=VolumeEvidence.from_probability(foreground, voxel_ml),
         rater_volumes_ml=[float(np.count_nonzero(r)) * voxel_ml for r in case.raters],
-        net_input=net_input(image, 1.0 - prediction.probabilities[0], risk_of(prediction), prediction.labels),
+        net_input=net_input(image, 1.0 - prediction.probabilities[0], risk_map(prediction)[1], prediction.labels),
     )
 
 
