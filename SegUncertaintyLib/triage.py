@@ -24,7 +24,7 @@ from .fragility.config import FragilityConfig
 from .model.package import ModelPackage, load_package
 from .pipeline import predict_to_files
 from .progress import Progress
-from .reporting.case_report import REPORT_FILE, STYLE, case_thumbnail, data_uri, read_run, write_report
+from .reporting.case_report import REPORT_FILE, STYLE, case_thumbnail, data_uri, read_run, save_report
 from .review.regions import DEFAULT_THRESHOLD
 
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii.gz", ".nii", ".mha", ".mhd")
@@ -165,13 +165,15 @@ def _html_row(output_dir: Path, rank: int, row: dict[str, Any]) -> str:
 
 
 def finish_case(folder: Path, source: Path) -> None:
-    """The report and thumbnail of a predicted case (rewritten only when missing)."""
+    """The report and thumbnail of a predicted case (written only when missing)."""
+    if (folder / REPORT_FILE).is_file() and (folder / THUMBNAIL_FILE).is_file():
+        return
+    view = read_run(folder, source)
     if not (folder / REPORT_FILE).is_file():
-        write_report(folder, source)
+        save_report(view)
     if not (folder / THUMBNAIL_FILE).is_file():
-        png = case_thumbnail(read_run(folder, source))
         staging = folder / f".{THUMBNAIL_FILE}.partial"
-        staging.write_bytes(png)
+        staging.write_bytes(case_thumbnail(view))
         os.replace(staging, folder / THUMBNAIL_FILE)
 
 

@@ -238,8 +238,12 @@ estimate of the error rate among those accepted (no ground truth).</figcaption><
 
 def write_report(run_dir: str | os.PathLike, input_path: str | os.PathLike | None = None) -> Path:
     """Write ``report.html`` into a predict output folder (atomically) and return its path."""
-    view = read_run(run_dir, input_path)
-    target = Path(run_dir) / REPORT_FILE
+    return save_report(read_run(run_dir, input_path))
+
+
+def save_report(view: RunView) -> Path:
+    """Write the report of a run already read into its folder (atomically) and return its path."""
+    target = view.run_dir / REPORT_FILE
     staging = target.with_name(f".{REPORT_FILE}.partial")
     staging.write_text(report_html(view), encoding="utf-8")
     os.replace(staging, target)
