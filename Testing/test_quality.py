@@ -20,7 +20,14 @@ from SegUncertaintyLib.quality.predictor import (
     fit_net,
     predict_net,
 )
-from SegUncertaintyLib.quality.training import prediction_scores, rank_aggregate, record_of, score_scores
+from SegUncertaintyLib.quality.training import (
+    flag_scores,
+    prediction_scores,
+    rank_aggregate,
+    record_of,
+    review_threshold,
+    score_scores,
+)
 from SegUncertaintyLib.quality.volume import VolumeEvidence, VolumeForecast, coverage, fit_scale, mean_crps
 from SegUncertaintyLib.resources import sample_path
 from SegUncertaintyLib.segwithu.package import load_head
@@ -104,6 +111,17 @@ def test_prediction_scores_and_aggregation():
     assert np.argmax(combined) == 2 and combined.min() > 0
 
 
+def test_review_flag_threshold(predicted):
+    rows = [r.features for _, _, r in predicted] * 4  # 24 rows: enough for 5 folds
+    dice = np.array([r.features["expected_dice"] for _, _, r in predicted] * 4)
+    assert review_threshold(rows, dice, 1.0, bad=0.0) == 0.0  # no bad case: the Dice threshold itself
+    bad = float(np.median(dice))
+    threshold = review_threshold(rows, dice, 1.0, bad=bad)
+    assert dice.min() - 0.2 < threshold < 1.0
+    flags = flag_scores(np.array([True, False, True, False]), np.array([True, True, False, False]))
+    assert flags == {"sensitivity": 0.5, "specificity": 0.5, "flagged": 0.5}
+
+
 def test_linear_and_network_predictors(predicted, tmp_path):
     rows = [r.features for _, _, r in predicted]
     dice = np.array([r.dice for _, _, r in predicted])
@@ -139,7 +157,7 @@ def test_train_quality_bundles_the_predictors_and_predict_reports_them(lidc_cach
     assert run_quietly("predict", "--input", str(demo), "--output-dir", str(out), "--model", str(folder)) == 0
     quality = json.loads((out / "summary.json").read_text())["quality"]
     assert 0 <= quality["estimated_dice"] <= 1 and 0 <= quality["estimated_dice_net"] <= 1
-    assert quality["needs_review"] == (quality["estimated_dice"] < section["bad_dice"])
+    assert quality["needs_review"] == (quality["estimated_dice"] < section["review_below"])
     low, high = quality["volume_forecast_ml"]["interval_90"]
     assert low <= quality["volume_forecast_ml"]["mean"] <= high
     assert quality["features"]["volume_ml"] == pytest.approx(

@@ -26,7 +26,8 @@ def estimate_quality(volume: Volume, prediction: Prediction, package: ModelPacka
 
     Returns:
         ``estimated_dice`` (linear predictor) and ``estimated_dice_net`` in [0, 1]; ``needs_review``
-        (the linear estimate is below the card's ``bad_dice``); ``volume_forecast_ml`` of the
+        (the linear estimate is below the card's ``review_below``, chosen on the calibration split
+        to find the cases with Dice below ``bad_dice``); ``volume_forecast_ml`` of the
         foreground (mean, sd, 90 % interval, mL); ``features``.
     """
     from ..pipeline import best_probabilities, risk_map
@@ -38,11 +39,14 @@ def estimate_quality(volume: Volume, prediction: Prediction, package: ModelPacka
     x = net_input(image, 1.0 - prediction.probabilities[0], risk_map(prediction)[1], prediction.labels)
     forecast = VolumeEvidence.from_probability(foreground, volume.geometry.voxel_volume_ml).forecast(scale)
     estimated = float(linear.predict([features])[0])
-    bad = float(package.card.extra["quality"].get("bad_dice", 0.7))
+    section = package.card.extra["quality"]
+    bad = float(section.get("bad_dice", 0.7))
+    review_below = float(section.get("review_below", bad))
     return {
         "estimated_dice": round(estimated, 4),
         "estimated_dice_net": round(float(predict_net(net, x[None])[0]), 4),
-        "needs_review": estimated < bad,
+        "needs_review": estimated < review_below,
+        "review_below": review_below,
         "bad_dice": bad,
         "volume_forecast_ml": {
             "mean": round(forecast.mean_ml, 4),

@@ -151,6 +151,45 @@ def score_scores(score: np.ndarray, true: np.ndarray, bad: float = BAD_DICE) -> 
     }
 
 
+def review_threshold(rows: Sequence[dict[str, float]], dice: np.ndarray, alpha: float, bad: float = BAD_DICE) -> float:
+    """The estimated Dice below which a case is flagged for review, chosen on the calibration split.
+
+    A ridge estimate shrinks towards the mean Dice, so flagging below ``bad`` itself would flag
+    almost nothing. The threshold maximises Youden's J (sensitivity + specificity - 1) for finding
+    the cases with ``dice < bad`` among 5-fold cross-validated estimates (each case estimated by a
+    ridge fitted without it); ``bad`` when the split has no such case.
+    """
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import KFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from .predictor import LINEAR_FEATURES, feature_matrix
+
+    positive = np.asarray(dice) < bad
+    if not positive.any() or positive.all() or len(dice) < 5:
+        return bad
+    model = make_pipeline(StandardScaler(), Ridge(alpha=alpha))
+    folds = KFold(5, shuffle=True, random_state=0)
+    estimated = np.clip(cross_val_predict(model, feature_matrix(rows, LINEAR_FEATURES), dice, cv=folds), 0.0, 1.0)
+    candidates = np.unique(estimated)
+    youden = [(estimated[positive] < t).mean() - (estimated[~positive] < t).mean() for t in candidates]
+    best = int(np.argmax(youden))
+    # halfway to the next estimate: the flagged set is the same, the threshold less tied to one case
+    upper = candidates[best + 1] if best + 1 < len(candidates) else candidates[best]
+    return float(0.5 * (candidates[best] + upper))
+
+
+def flag_scores(flagged: np.ndarray, bad: np.ndarray) -> dict[str, float]:
+    """Sensitivity (bad cases flagged), specificity (good cases not flagged) and the share flagged."""
+    flagged, bad = np.asarray(flagged, bool), np.asarray(bad, bool)
+    return {
+        "sensitivity": float(flagged[bad].mean()) if bad.any() else float("nan"),
+        "specificity": float((~flagged[~bad]).mean()) if (~bad).any() else float("nan"),
+        "flagged": float(flagged.mean()),
+    }
+
+
 def rank_aggregate(columns: Sequence[np.ndarray]) -> np.ndarray:
     """The mean over scores of each case's rank within its set, in [0, 1] (higher = worse)."""
     ranks = [stats.rankdata(c) / len(c) for c in columns]
@@ -185,8 +224,10 @@ def train_quality(
     inputs, targets = torch.stack([r.net_input for r in calibration]), np.array([r.dice for r in calibration])
     net = fit_net(inputs, targets, net_epochs, seed, progress=lambda f: report("fit", 0.05 + 0.9 * f, "network"))
     scale = fit_scale([r.volume for r in calibration], [r.rater_volumes_ml for r in calibration])
+    review_below = review_threshold([r.features for r in calibration], targets, linear.alpha)
     report("fit", 1.0)
     true = np.array([r.dice for r in test])
+    estimated = linear.predict([r.features for r in test])
     forecasts = [r.volume.forecast(scale) for r in test]
     package.card.files[NET_FILE] = write_weights(net, package.file(NET_FILE))
     section = {
@@ -194,6 +235,7 @@ def train_quality(
         "net": {"file": NET_FILE},
         "volume_scale": scale,
         "bad_dice": BAD_DICE,
+        "review_below": round(review_below, 4),
         "training": {
             "command": command,
             "data": {"dataset": data, "split": "calibration", "cases": len(calibration)},
@@ -205,7 +247,8 @@ def train_quality(
         "test": {
             "split": "test",
             "cases": len(test),
-            "linear": _rounded(prediction_scores(linear.predict([r.features for r in test]), true)),
+            "linear": _rounded(prediction_scores(estimated, true)),
+            "review_flag": _rounded(flag_scores(estimated < review_below, true < BAD_DICE)),
             "net": _rounded(prediction_scores(predict_net(net, torch.stack([r.net_input for r in test])), true)),
             "volume_crps_ml": round(mean_crps(forecasts, [r.rater_volumes_ml for r in test]), 4),
             "volume_coverage_90": round(coverage(forecasts, [r.rater_volumes_ml for r in test]), 4),

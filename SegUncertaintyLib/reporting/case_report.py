@@ -126,11 +126,12 @@ def _quality_block(summary: dict[str, Any]) -> str:
         )
     verdict = "needs review" if quality["needs_review"] else "likely acceptable"
     css = "bad" if quality["needs_review"] else "good"
+    below = quality.get("review_below", quality["bad_dice"])
     return (
         f"<p class='estimate'>Estimated Dice <b>{quality['estimated_dice']:.2f}</b> "
-        f"(image network: {quality['estimated_dice_net']:.2f}) "
-        f"<span class='badge {css}'>{verdict}</span> <span class='muted'>(review below {quality['bad_dice']:.2f}; "
-        "estimated without ground truth from the uncertainty maps)</span></p>"
+        f"(image network: {quality['estimated_dice_net']:.2f}) <span class='badge {css}'>{verdict}</span> "
+        f"<span class='muted'>(flagged below {below:.2f}, chosen to find the cases with Dice below "
+        f"{quality['bad_dice']:.2f}; estimated without ground truth from the uncertainty maps)</span></p>"
     )
 
 
