@@ -21,6 +21,7 @@ from typing import Any
 
 from .errors import Cancelled, SegUncertaintyError
 from .fragility.config import FragilityConfig
+from .fsutil import atomic_write
 from .model.package import ModelPackage, load_package
 from .pipeline import predict_to_files
 from .progress import Progress
@@ -111,9 +112,8 @@ CSV_COLUMNS = (
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    staging = path.with_name(f".{path.name}.partial")
-    staging.write_text(text, encoding="utf-8")
-    os.replace(staging, path)
+    with atomic_write(path) as staging:
+        staging.write_text(text, encoding="utf-8")
 
 
 def write_worklist(output_dir: Path, rows: list[dict[str, Any]]) -> tuple[Path, Path]:
@@ -172,9 +172,8 @@ def finish_case(folder: Path, source: Path) -> None:
     if not (folder / REPORT_FILE).is_file():
         save_report(view)
     if not (folder / THUMBNAIL_FILE).is_file():
-        staging = folder / f".{THUMBNAIL_FILE}.partial"
-        staging.write_bytes(case_thumbnail(view))
-        os.replace(staging, folder / THUMBNAIL_FILE)
+        with atomic_write(folder / THUMBNAIL_FILE) as staging:
+            staging.write_bytes(case_thumbnail(view))
 
 
 def run_case(

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import DataError
+from ..fsutil import atomic_write
 from ..io import read_volume
 from ..resources import sample_path
 from .cases import Case
@@ -45,7 +46,8 @@ def prepare_brains(mricron_dir: Path, cache_dir: Path) -> Path:
         read_volume(Path(mricron_dir) / name)  # refuse a broken file before copying anything
     target.mkdir(parents=True, exist_ok=True)
     for name, stored in COLIN27_FILES.items():
-        shutil.copyfile(Path(mricron_dir) / name, target / stored)
+        with atomic_write(target / stored) as staging:  # a stopped copy leaves no half file in the cache
+            shutil.copyfile(Path(mricron_dir) / name, staging)
     return target
 
 

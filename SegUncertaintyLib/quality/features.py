@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..inference import Prediction
+from ..uncertainty import max_softmax_uncertainty, predictive_entropy
 
 BAND_VOXELS = 2
 
@@ -83,10 +84,8 @@ def case_features(prediction: Prediction, fragile: np.ndarray | None = None) -> 
         "expected_volume_ml": float(foreground.sum(dtype=np.float64)) * voxel_ml,
         "interval_relative_width": (low - high) / max(volume, voxel_ml),
         "expected_dice": expected_dice(best, labels),
-        "max_softmax:band_mean": _mean(1.0 - prediction.probabilities.max(axis=0), band),
-        "entropy:band_mean": _mean(
-            -(prediction.probabilities * np.log(np.clip(prediction.probabilities, 1e-12, 1))).sum(0), band
-        ),
+        "max_softmax:band_mean": _mean(max_softmax_uncertainty(prediction.probabilities), band),
+        "entropy:band_mean": _mean(predictive_entropy(prediction.probabilities), band),
     }
     features["expected_dice_gap"] = 1.0 - features["expected_dice"]
     for name in ("error_probability", "ranking", "calibration", "epistemic", "mutual_information", "flip_mass"):

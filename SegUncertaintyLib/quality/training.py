@@ -28,7 +28,7 @@ from ..pipeline import best_probabilities, risk_map
 from ..preprocess import normalize_intensities
 from ..progress import Progress
 from ..segwithu.package import has_head, load_head
-from .features import case_features, regions
+from .features import case_features
 from .package import NET_FILE
 from .predictor import fit_linear, fit_net, net_input, predict_net
 from .volume import VolumeEvidence, coverage, fit_scale, mean_crps
@@ -56,14 +56,16 @@ class CaseRecord:
     net_input: torch.Tensor = field(repr=False)
 
 
-def record_of(case: Case, prediction: Prediction, package: ModelPackage) -> CaseRecord:
-    """The record of one labelled case predicted with the head."""
+def record_of(
+    case: Case, prediction: Prediction, package: ModelPackage, fragile: np.ndarray | None = None
+) -> CaseRecord:
+    """The record of one labelled case predicted with the head (``fragile``: the search's mask, if it ran)."""
     foreground = 1.0 - best_probabilities(prediction)[0]
     voxel_ml = case.geometry.voxel_volume_ml
     image = normalize_intensities(case.image, package.card.normalization)
     return CaseRecord(
         case_id=case.case_id,
-        features=case_features(prediction),
+        features=case_features(prediction, fragile),
         dice=dice(prediction.labels > 0, case.majority > 0),
         volume=VolumeEvidence.from_probability(foreground, voxel_ml),
         rater_volumes_ml=[float(np.count_nonzero(r)) * voxel_ml for r in case.raters],
@@ -107,20 +109,15 @@ def collect_records(
     records = []
     for n, case in enumerate(cases):
         prediction = predict_volume(case.volume, package, network=network, head=head, device=dev)
-        record = record_of(case, prediction, package)
-        _, band = regions(prediction.labels)
-        if windows is not None:
+        fragile = None
+        if windows is not None:  # the ensemble's map joins the head's, read on the head's outline band
             sampled = predict_sampled(case.volume, package, windows, dev)
-            information = sampled.maps["mutual_information"]
-            record.features["mutual_information:band_mean"] = float(information[band].mean()) if band.any() else 0.0
+            prediction.maps["mutual_information"] = sampled.maps["mutual_information"]
         if search is not None:
             found = search.run(case.volume, prediction)
             fragile = found.maps["fragile"] > 0
             prediction.maps["flip_mass"] = found.maps["flip_mass"]
-            extra = case_features(prediction, fragile)
-            record.features.update(
-                {k: extra[k] for k in ("fragile_fraction", "flip_mass:band_mean", "flip_mass:fg_mean")}
-            )
+        record = record_of(case, prediction, package, fragile)
         records.append(record)
         if progress is not None:
             progress(stage, (n + 1) / len(cases), case.case_id)

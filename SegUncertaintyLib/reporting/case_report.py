@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+from ..fsutil import atomic_write
 from ..io import read_volume
 from ..quality.features import regions as outline_band
 from ..volume import Volume
@@ -245,7 +246,6 @@ def write_report(run_dir: str | os.PathLike, input_path: str | os.PathLike | Non
 def save_report(view: RunView) -> Path:
     """Write the report of a run already read into its folder (atomically) and return its path."""
     target = view.run_dir / REPORT_FILE
-    staging = target.with_name(f".{REPORT_FILE}.partial")
-    staging.write_text(report_html(view), encoding="utf-8")
-    os.replace(staging, target)
+    with atomic_write(target) as staging:
+        staging.write_text(report_html(view), encoding="utf-8")
     return target
