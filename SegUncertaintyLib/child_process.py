@@ -4,8 +4,15 @@ Front ends (the Slicer module) must stay responsive while a volume is segmented,
 and show a clear message when the run fails. The child is ``python -m SegUncertaintyLib predict
 ... --progress json``: its stdout carries one JSON event per line (see :mod:`.progress`), which a
 reader thread queues; :meth:`PredictProcess.poll` hands them over from the caller's thread (a Qt
-timer in Slicer). Cancelling sends SIGTERM, on which the command removes its staged files and exits
-143, and kills the child if it has not stopped after a grace period.
+timer in Slicer).
+
+The interpreter may not be the process we start: Slicer's ``PythonSlicer`` is the CTK application
+launcher, which runs the real interpreter as its own child and forwards no signal to it. So the
+child is started as the leader of a new process group (a new process group on Windows), and a
+cancel reaches the whole tree: its standard input is closed (the launcher forwards it; the command
+stops on end of input, see :data:`STOP_ON_STDIN_EOF`), SIGTERM goes to the group (the command
+removes its staged files and exits 143), and after a grace period the tree is killed. The run is
+over when every process of the tree has let go of its output pipes, not when the launcher exits.
 """
 
 from __future__ import annotations
@@ -14,9 +21,11 @@ import collections
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +33,10 @@ from typing import Any
 # whose Python does not have it on its default path.
 ENGINE_ROOT = Path(__file__).resolve().parent.parent
 EXIT_CANCELLED = (130, 143)
+# Set in the child's environment: the command stops, as on SIGTERM, when its standard input ends,
+# i.e. when the front end closed it or died (a crashed Slicer leaves no engine running).
+STOP_ON_STDIN_EOF = "SEGUNCERTAINTY_STOP_ON_STDIN_EOF"
+_WINDOWS = sys.platform == "win32"
 
 
 def predict_arguments(
@@ -48,7 +61,7 @@ def predict_arguments(
 
 
 class PredictProcess:
-    """One ``seguncertainty`` command in a child process.
+    """One ``seguncertainty`` command in a child process (and whatever processes that one starts).
 
     Args:
         arguments: the command and its options, e.g. ``["predict", *predict_arguments(...)]``.
@@ -75,21 +88,26 @@ class PredictProcess:
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._process: subprocess.Popen[str] | None = None
         self._readers: list[threading.Thread] = []
+        self._kill_at: float | None = None
 
     def start(self) -> None:
         """Start the child (returns at once)."""
         env = {**os.environ, **self.environment}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ENGINE_ROOT), env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
+        env[STOP_ON_STDIN_EOF] = "1"
+        if _WINDOWS:  # its own group, and no console window pops up
+            group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
+        else:
+            group = {"start_new_session": True}
         self._process = subprocess.Popen(
             self.command,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,  # held open while the run may go on
             text=True,
             env=env,
-            # no console window pops up on Windows
-            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+            **group,
         )
         self._readers = [
             threading.Thread(target=self._read_events, args=(self._process.stdout,), daemon=True),
@@ -114,15 +132,21 @@ class PredictProcess:
 
     @property
     def returncode(self) -> int | None:
-        """The exit status, None while running (or before :meth:`start`)."""
+        """The exit status of the process started, None while it runs (or before :meth:`start`)."""
         return None if self._process is None else self._process.poll()
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        """True from :meth:`start` until :meth:`finished`."""
+        return self._process is not None and not self.finished()
 
     def poll(self) -> list[dict[str, Any]]:
-        """The events received since the last call (never blocks); updates ``fraction``, ``outputs``, ``error``."""
+        """The events received since the last call (never blocks); updates ``fraction``, ``outputs``, ``error``.
+
+        After :meth:`cancel`, also kills the tree once the grace period is over.
+        """
+        if self._kill_at is not None and time.monotonic() >= self._kill_at and not self.finished():
+            self.kill()
         events = []
         while True:
             try:
@@ -140,45 +164,85 @@ class PredictProcess:
         return events
 
     def finished(self) -> bool:
-        """True once the child has exited and every event and log line it wrote was read."""
-        if self.running or self._process is None:
+        """True once the process started has exited and every process of its tree has closed its output."""
+        if self._process is None or self._process.poll() is None:
             return False
         return not any(reader.is_alive() for reader in self._readers)
 
     def wait(self, timeout: float | None = None) -> int:
-        """Block until the child exits and its output is read; returns its exit status.
+        """Block until the run is over (see :meth:`finished`); returns the exit status of the process started.
+
+        A cancel in progress is carried through (the tree is killed when its grace period ends).
 
         Raises:
-            subprocess.TimeoutExpired: still running after ``timeout`` seconds.
+            subprocess.TimeoutExpired: not over after ``timeout`` seconds.
         """
         if self._process is None:
             raise RuntimeError("the process was not started")
-        code = self._process.wait(timeout)
-        for reader in self._readers:
-            reader.join()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.finished():
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(self.command, timeout)
+            self.poll()  # escalates a cancel whose grace period is over
+            time.sleep(0.02)
         self.poll()
-        return code
+        return self._process.returncode
 
     def cancel(self, grace_seconds: float = 10.0) -> None:
-        """Ask the child to stop (it removes its staged files), kill it if it has not after ``grace_seconds``."""
-        if not self.running:
+        """Ask the whole tree to stop (the command removes its staged files); returns at once.
+
+        The tree is killed if it is still there ``grace_seconds`` later (checked by :meth:`poll`
+        and :meth:`wait`). :meth:`finished` tells when it is gone.
+        """
+        if self._process is None or self.finished():
             return
         self.cancelled = True
+        self._close_stdin()
+        if not _WINDOWS:  # there a console-less process has no polite signal: end of input must do
+            self._signal_group(signal.SIGTERM)
+        if self._kill_at is None:
+            self._kill_at = time.monotonic() + grace_seconds
+
+    def kill(self) -> None:
+        """Kill the whole tree now (no clean-up in the child: the caller removes what it left)."""
+        if self._process is None or self.finished():
+            return
+        self.cancelled = True
+        self._kill_at = None
+        self._close_stdin()
+        if _WINDOWS:
+            # taskkill walks the tree from the launcher, which waits for its child until killed
+            subprocess.run(
+                ["taskkill", "/F", "/T", "/PID", str(self._process.pid)],
+                capture_output=True,
+                creationflags=subprocess.CREATE_NO_WINDOW,
+                check=False,
+            )
+        else:
+            self._signal_group(signal.SIGKILL)
+
+    def _close_stdin(self) -> None:
         assert self._process is not None
-        self._process.terminate()
         try:
-            self._process.wait(grace_seconds)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+            if self._process.stdin is not None and not self._process.stdin.closed:
+                self._process.stdin.close()
+        except OSError:  # the child is already gone
+            pass
+
+    def _signal_group(self, signum: int) -> None:
+        assert self._process is not None
+        try:
+            os.killpg(self._process.pid, signum)  # the child leads its own group (start_new_session)
+        except (ProcessLookupError, PermissionError):  # the whole group is gone already
+            pass
 
     def failure_message(self) -> str | None:
         """None if the run succeeded (or runs); else what to tell the user, the log's last lines included."""
         code = self.returncode
-        if code is None or (code == 0 and self.outputs is not None):
+        if code is None or (code == 0 and self.outputs is not None and not self.cancelled):
             return None
         if self.cancelled or code in EXIT_CANCELLED:
-            return "cancelled: no outputs were written"
+            return "cancelled"
         message = self.error or f"seguncertainty exited with status {code}"
         tail = [line for line in self.log if line][-5:]
         return message if not tail or self.error else message + "\n" + "\n".join(tail)

@@ -10,18 +10,21 @@ Ctrl-C or SIGTERM cancel cleanly (exit 130 / 143) without leaving partial output
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import json
 import os
 import shlex
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .child_process import STOP_ON_STDIN_EOF
 from .errors import Cancelled, InputError, SegUncertaintyError
 from .fragility.config import TRAINABLE  # plain Python: --help stays free of torch
 from .progress import Progress, make_progress
@@ -559,6 +562,28 @@ def _raise_cancelled(signum: int, _frame: object) -> None:
     raise Cancelled("cancelled" if signum == signal.SIGINT else "terminated")
 
 
+def _stop_when_input_ends() -> None:
+    """Cancel the run as SIGTERM does once standard input ends: the front end closed it, or died.
+
+    Set up where a front end started the command (:data:`~.child_process.STOP_ON_STDIN_EOF`): end
+    of input reaches the interpreter through any launcher in between, on every platform.
+    """
+
+    def watch(descriptor: int) -> None:
+        try:  # the raw descriptor: a daemon thread blocked in sys.stdin's buffer would hold its lock at exit
+            while os.read(descriptor, 4096):
+                pass
+        except OSError:
+            pass
+        _thread.interrupt_main(signal.SIGTERM)
+
+    try:
+        descriptor = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # no standard input at all
+        return
+    threading.Thread(target=watch, args=(descriptor,), name="stop-when-input-ends", daemon=True).start()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -566,6 +591,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = "seguncertainty " + shlex.join(argv)  # recorded in model cards
     progress = make_progress(args.progress)
     previous = signal.signal(signal.SIGTERM, _raise_cancelled)
+    if os.environ.get(STOP_ON_STDIN_EOF) == "1":
+        _stop_when_input_ends()
     try:
         outputs = COMMANDS[args.command](args, progress)
         progress.done(outputs)

@@ -1,11 +1,16 @@
-"""The child process the Slicer module runs: JSON events, a clear failure message, a clean cancel."""
+"""The child process the Slicer module runs: JSON events, a clear failure message, a clean cancel of the whole tree."""
 
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
 
-from SegUncertaintyLib.child_process import PredictProcess, predict_arguments
+from SegUncertaintyLib.child_process import ENGINE_ROOT, PredictProcess, predict_arguments
 from SegUncertaintyLib.resources import sample_path
+
+from .launcher import interpreter_pids, is_gone, make_launcher
 
 DEMO = sample_path("lidc-nodule-demo.nrrd")
 
@@ -62,7 +67,60 @@ def test_cancel_stops_the_child_and_leaves_no_outputs(tmp_path):
         process.poll()
         time.sleep(0.02)
     assert process.running, "the run ended before it could be cancelled"
-    process.cancel(grace_seconds=30)
-    assert process.returncode == 143  # SIGTERM handled by the command: its staged files are removed
-    assert process.failure_message() == "cancelled: no outputs were written"
+    process.cancel(grace_seconds=30)  # returns at once
+    assert process.cancelled
+    assert process.wait(60) == 143  # SIGTERM handled by the command: its staged files are removed
+    assert process.failure_message() == "cancelled"
     assert not out.exists() or not any(out.iterdir())
+
+
+def wait_until_working(process: PredictProcess) -> None:
+    deadline = time.monotonic() + 120
+    while process.fraction < 0.1 and not process.finished():
+        assert time.monotonic() < deadline
+        process.poll()
+        time.sleep(0.02)
+    assert not process.finished(), "the run ended before it could be cancelled"
+
+
+@pytest.mark.parametrize("how", ["cancel", "kill"])
+def test_cancel_through_a_launcher_stops_the_interpreter_it_spawned(tmp_path, monkeypatch, how):
+    """As with PythonSlicer: the process started is a launcher; the interpreter is its child."""
+    launcher, pid_file = make_launcher(tmp_path / "bin")
+    monkeypatch.setenv("LAUNCHER_CHILD_PID_FILE", str(pid_file))
+    out = tmp_path / "out"
+    process = PredictProcess(["predict", *predict_arguments(DEMO, out, fragility=True, device="cpu")], str(launcher))
+    process.start()
+    wait_until_working(process)
+    (engine,) = interpreter_pids(pid_file)
+    assert not is_gone(engine) and process._process.pid != engine
+    getattr(process, how)()
+    process.wait(60)
+    assert is_gone(engine) and process.finished() and process.failure_message() == "cancelled"
+    if how == "cancel":  # the engine itself got the signal and removed its staged files
+        assert not out.exists() or not any(out.iterdir())
+
+
+def test_the_engine_stops_when_its_front_end_dies(tmp_path, monkeypatch):
+    """A front end that crashes (no cancel, no clean-up) leaves no engine running: its input ends."""
+    launcher, pid_file = make_launcher(tmp_path / "bin")
+    monkeypatch.setenv("LAUNCHER_CHILD_PID_FILE", str(pid_file))
+    out = tmp_path / "out"
+    front_end = textwrap.dedent(f"""
+        import os, time
+        from SegUncertaintyLib.child_process import ENGINE_ROOT, PredictProcess, predict_arguments
+        process = PredictProcess(["predict", *predict_arguments({str(DEMO)!r}, {str(out)!r}, device="cpu")],
+                                 {str(launcher)!r})
+        process.start()
+        while process.fraction < 0.1:
+            process.poll()
+            time.sleep(0.02)
+        os._exit(1)  # a crash: nothing is cancelled or closed by hand
+    """)
+    subprocess.run([sys.executable, "-c", front_end], check=False, timeout=120, cwd=ENGINE_ROOT)
+    (engine,) = interpreter_pids(pid_file)
+    deadline = time.monotonic() + 60
+    while not is_gone(engine):
+        assert time.monotonic() < deadline, "the engine runs on without its front end"
+        time.sleep(0.1)
+    assert not out.exists() or not any(out.iterdir())  # it stopped as on SIGTERM: staged files removed
