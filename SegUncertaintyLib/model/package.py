@@ -150,6 +150,24 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
     raise ModelError(f"model {str(name_or_path)!r} is neither a model package folder nor a bundled model ({known})")
 
 
+def distribution_requirements(card: ModelCard) -> list[str]:
+    """The pip requirements of the installed distributions a card's networks are read from, e.g. ``["deepbet==1.0.2"]``.
+
+    Such a distribution is a container of weights (its files are vouched for by the card's SHA-256s,
+    never imported), so a front end installs it without its dependencies. ``version`` in the
+    architecture's arguments pins the release the card was made with.
+    """
+    sections = [card.architecture, card.inference.get("crop", {}).get("architecture", {})]
+    requirements = []
+    for args in (section.get("args", {}) for section in sections):
+        if "distribution" in args:
+            version = args.get("version")
+            requirement = f"{args['distribution']}=={version}" if version else str(args["distribution"])
+            if requirement not in requirements:
+                requirements.append(requirement)
+    return requirements
+
+
 def load_package(name_or_path: str | os.PathLike | None = None) -> ModelPackage:
     """Read a model package's card (:func:`..backbones.load_backbone` loads the weights).
 

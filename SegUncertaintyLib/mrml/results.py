@@ -170,6 +170,8 @@ def region_table(scene: Any, regions: Sequence[Region], name: str) -> Any:
             array.SetValue(row, value)
     for array in columns:
         table.AddColumn(array)
+    # column names as the header, so that rows of the views' table model are rows of the table
+    table.SetUseColumnTitleAsColumnHeader(True)
     table.SetLocked(True)  # edited through the review buttons only
     return table
 
