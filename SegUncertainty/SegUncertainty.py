@@ -1,8 +1,9 @@
 """SegUncertainty: segment a volume, see where the segmentation is likely wrong, review the riskiest regions first.
 
-A thin Slicer front end over SegUncertaintyLib. Apply writes the volume to a work folder and runs
+A thin Slicer front end over SegUncertaintyLib. Apply writes the volume to a new run folder and runs
 ``seguncertainty predict --progress json`` in a child process with Slicer's Python (the UI stays
-responsive; Cancel stops it cleanly). The outputs are loaded back onto the volume's exact grid: the
+responsive; Cancel stops the whole process tree and removes the run's folder). The outputs are
+loaded back onto the volume's exact grid: the
 segmentation, the estimated probability of error as an Inferno heatmap over the image, the fragile
 voxels as an outline, the calibrated probabilities, and a table of high-risk regions, worst first.
 Each region is accepted or corrected in the embedded Segment Editor (masked to the region); every
@@ -10,10 +11,11 @@ action is saved at once in a review session next to the outputs, with every corr
 new label map version. All scene work is in ``SegUncertaintyLib.mrml`` and tested there.
 """
 
+import importlib
 import importlib.util
 import os
-import re
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +26,7 @@ import slicer
 import vtk
 from slicer import vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -41,6 +44,7 @@ if os.path.isdir(os.path.join(_REPO, "SegUncertaintyLib")) and _REPO not in sys.
 
 UNCERTAINTY_CHOICES = ["auto", "segwithu", "msp", "entropy", "mc-dropout", "tta", "ensemble"]
 DEVICE_CHOICES = ["auto", "cpu", "cuda"]
+DEFAULT_MODEL = "lidc-nodule"
 TORCH_REQUIREMENT = ">=2.1"
 SAMPLE_NAME = "LIDCNoduleDemo"
 SAMPLE_FILE = "lidc-nodule-demo.nrrd"
@@ -50,13 +54,17 @@ HEAD_SAMPLE_NAME = "ITKT1Head"
 HEAD_SAMPLE_FILE = "itk-t1-head.nii.gz"
 HEAD_SAMPLE_SHA256 = "e0e5975587f3f7916804bdd317c493cdb99cdb3703bf2671d458528f62510327"
 POLL_MILLISECONDS = 250
+CANCEL_GRACE_SECONDS = 10  # the engine removes its staged files on SIGTERM; then the tree is killed
+KILL_WAIT_SECONDS = 3  # a killed process tree is gone in milliseconds; never block the GUI longer
+LIBRARY = "SegUncertaintyLib"
 
 
 class SegUncertainty(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("SegUncertainty")
-        self.parent.categories = [_("Segmentation")]
+        # the category is shared with every module: Slicer translates it in the core module's context
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
         self.parent.contributors = ["SegUncertainty developers"]
         self.parent.helpText = _(
@@ -98,13 +106,15 @@ def registerSampleData():
 class SegUncertaintyParameterNode:
     """The module's settings (saved with the scene).
 
-    inputVolume: the image to segment. model: a bundled model name or a package folder.
-    uncertainty: the method (auto: the model's head). fragility: run the adversarial search.
-    device: where the network runs. heatmapOpacity / heatmapThreshold: how the risk map is shown.
+    inputVolume: the image to segment. model: a bundled model name or a package folder (a free
+    value, so it is shown in ``modelComboBox`` by the widget, not bound: Slicer's combo-box connector
+    accepts only a fixed ``Choice``). uncertainty: the method (auto: the model's head). fragility:
+    run the adversarial search. device: where the network runs. heatmapOpacity / heatmapThreshold:
+    how the risk map is shown.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
-    model: str = "lidc-nodule"
+    model: str = DEFAULT_MODEL
     uncertainty: Annotated[str, Choice(UNCERTAINTY_CHOICES)] = "auto"
     fragility: bool = True
     device: Annotated[str, Choice(DEVICE_CHOICES)] = "auto"
@@ -119,9 +129,11 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self.process = None
+        self.process = None  # the run in progress (SegUncertaintyLib.child_process.PredictProcess)
+        self.runFolder = None  # its folder
         self.startedAt = 0.0
         self.currentRegion = None
+        self._shownModel = None
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_MILLISECONDS)
         self.timer.connect("timeout()", self.onPoll)
@@ -135,7 +147,7 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = SegUncertaintyLogic()
 
         for name in self.logic.bundledModels():
-            self.ui.modelComboBox.addItem(name)
+            self.ui.modelComboBox.addItem(name, name)
         self.ui.progressBar.setVisible(False)
         self.ui.correctionFrame.setVisible(False)
         self.segmentEditorWidget = slicer.qMRMLSegmentEditorWidget()
@@ -144,44 +156,66 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.segmentEditorWidget.sourceVolumeNodeSelectorVisible = False
         self.segmentEditorWidget.switchToSegmentationsButtonVisible = False
         self.ui.correctionFrame.layout().addWidget(self.segmentEditorWidget)
+        self.ui.workFolderLabel.text = _("Run folders (input, outputs, review): {folder}").format(
+            folder=self.logic.runsFolder()
+        )
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        # the model is a free value (a name or a folder): shown and set here, not through connectGui
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChosen)
         self.ui.modelBrowseButton.connect("clicked(bool)", self.onBrowseModel)
-        self.ui.heatmapOpacitySlider.connect("valueChanged(double)", self.onDisplayChanged)
-        self.ui.heatmapThresholdSlider.connect("valueChanged(double)", self.onDisplayChanged)
         self.ui.regionTableView.connect("selectionChanged()", self.onRegionSelected)
         self.ui.acceptButton.connect("clicked(bool)", self.onAccept)
         self.ui.correctButton.connect("clicked(bool)", self.onCorrect)
         self.ui.nextButton.connect("clicked(bool)", self.onNext)
         self.ui.saveCorrectionButton.connect("clicked(bool)", self.onSaveCorrection)
         self.ui.cancelCorrectionButton.connect("clicked(bool)", self.onLeaveCorrection)
+        self.ui.cleanWorkFoldersButton.connect("clicked(bool)", self.onCleanRunFolders)
         self.initializeParameterNode()
         self.updateReviewButtons()
 
     def cleanup(self):
+        """The module is unloaded (Slicer exits, or Reload): kill a run in progress and remove its folder."""
         self.timer.stop()
         if self.process is not None:
-            self.process.cancel(grace_seconds=5)
+            self.process.kill()
+            try:
+                self.process.wait(KILL_WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
+            self.logic.removeRunFolder(self.runFolder)
+            self.process = None
         self.removeObservers()
+
+    def onReload(self):
+        """Reload the library with the module (developer mode's Reload and Test)."""
+        for name in [m for m in sys.modules if m == LIBRARY or m.startswith(LIBRARY + ".")]:
+            del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def enter(self):
         self.initializeParameterNode()
-        self.segmentEditorWidget.installKeyboardShortcuts()
+        if self.logic.editArea is not None:  # a correction left open: its shortcuts again, no effect yet
+            self.segmentEditorWidget.installKeyboardShortcuts()
 
     def exit(self):
+        # as Slicer's Segment Editor does when it is left: nothing of the editor stays live elsewhere
+        self.deactivateEditor()
+        self.setParameterNode(None)
+
+    def deactivateEditor(self):
+        self.segmentEditorWidget.setActiveEffect(None)
         self.segmentEditorWidget.uninstallKeyboardShortcuts()
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateApplyButton)
+        self.segmentEditorWidget.removeViewObservations()
 
     def onSceneStartClose(self, caller, event):
         if self.process is not None:
-            self.process.cancel(grace_seconds=5)
-            self.finishRun()
+            self.cancelRun()  # returns at once; the timer sees the tree go and removes the run's folder
+        self.deactivateEditor()
         self.segmentEditorWidget.setSegmentationNode(None)
+        self.currentRegion = None
         self.logic.reset()
         self.setParameterNode(None)
 
@@ -200,18 +234,27 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setParameterNode(self, inputParameterNode):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateApplyButton)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = inputParameterNode
+        self._shownModel = None
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateApplyButton)
-            self.updateApplyButton()
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+            self.onParameterNodeModified()
 
-    def updateApplyButton(self, caller=None, event=None):
+    def onParameterNodeModified(self, caller=None, event=None):
+        """The parameters changed (in the panel or by a script): what follows from them, from their new values."""
+        self.showModelChoice()
+        self.updateApplyButton()
+        self.updateHeatmapDisplay()
+
+    def updateApplyButton(self):
         if self.process is not None:
-            self.ui.applyButton.text = _("Cancel")
-            self.ui.applyButton.toolTip = _("Stop the segmentation (nothing is written)")
-            self.ui.applyButton.enabled = True
+            cancelling = self.process.cancelled
+            self.ui.applyButton.text = _("Cancelling...") if cancelling else _("Cancel")
+            self.ui.applyButton.toolTip = _("Stop the segmentation (its run folder is removed)")
+            self.ui.applyButton.enabled = not cancelling
         elif self._parameterNode and self._parameterNode.inputVolume:
             self.ui.applyButton.text = _("Apply")
             self.ui.applyButton.toolTip = _("Segment the volume and compute the uncertainty maps")
@@ -221,17 +264,55 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.toolTip = _("Select an input volume")
             self.ui.applyButton.enabled = False
 
+    # The model
+
+    def showModelChoice(self):
+        """Show the parameter's model in the combo box (adding a folder chosen earlier), and what it allows."""
+        if not self._parameterNode or self._parameterNode.model == self._shownModel:
+            return
+        model = self._shownModel = self._parameterNode.model
+        combo = self.ui.modelComboBox
+        index = combo.findData(model)
+        if index < 0:
+            combo.addItem(Path(model).name or model, model)
+            index = combo.count - 1
+        if combo.currentIndex != index:
+            wasBlocked = combo.blockSignals(True)
+            combo.setCurrentIndex(index)
+            combo.blockSignals(wasBlocked)
+        reason = self.logic.fragilityUnavailable(model)
+        self.ui.fragilityCheckBox.enabled = reason is None
+        self.ui.fragilityCheckBox.toolTip = reason or _(
+            "Also search for equally good models that draw the contour 1-3 mm further out or in, and mark "
+            "the voxels they label differently (a few seconds more)."
+        )
+
+    def onModelChosen(self, index):
+        if self._parameterNode and index >= 0:
+            self.chooseModel(self.ui.modelComboBox.itemData(index))
+
+    def chooseModel(self, model):
+        """Set the model, and the fragility search to what that model allows (off where it cannot run)."""
+        with slicer.util.NodeModify(self._parameterNode.parameterNode):
+            self._parameterNode.model = model
+            self._parameterNode.fragility = self.logic.fragilityUnavailable(model) is None
+
+    def onBrowseModel(self):
+        folder = qt.QFileDialog.getExistingDirectory(
+            slicer.util.mainWindow(), _("Model package folder (with model.json)")
+        )
+        if folder:
+            self.chooseModel(folder)
+
     # Running the model
 
     def onApplyButton(self):
         if self.process is not None:
-            self.ui.statusLabel.text = _("Cancelling...")
-            slicer.app.processEvents()
-            self.process.cancel(grace_seconds=5)
+            self.cancelRun()
             return
         with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
-            self.logic.ensureDependencies()
             parameters = self._parameterNode
+            self.logic.ensureDependencies(parameters.model)
             self.process = self.logic.startPrediction(
                 parameters.inputVolume,
                 parameters.model,
@@ -239,6 +320,7 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 parameters.fragility,
                 parameters.device,
             )
+            self.runFolder = self.logic.workFolder
             self.startedAt = time.monotonic()
             self.ui.progressBar.setValue(0)
             self.ui.progressBar.setVisible(True)
@@ -246,30 +328,43 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.updateApplyButton()
             self.timer.start()
 
+    def cancelRun(self):
+        """Ask the engine's whole process tree to stop; returns at once (the timer follows it to the end)."""
+        self.process.cancel(grace_seconds=CANCEL_GRACE_SECONDS)
+        self.ui.statusLabel.text = _("Cancelling: stopping the engine...")
+        self.updateApplyButton()
+
     def onPoll(self):
         process = self.process
         if process is None:
             return
         process.poll()
-        self.ui.progressBar.setValue(int(100 * process.fraction))
         elapsed = time.monotonic() - self.startedAt
-        stage = process.stage or _("starting")
-        self.ui.statusLabel.text = _("{stage} ({seconds:.0f} s)").format(stage=stage, seconds=elapsed)
+        if not process.cancelled:
+            self.ui.progressBar.setValue(int(100 * process.fraction))
+            stage = process.stage or _("starting")
+            self.ui.statusLabel.text = _("{stage} ({seconds:.0f} s)").format(stage=stage, seconds=elapsed)
         if not process.finished():
             return
         self.finishRun()
         failure = process.failure_message()
         if failure is not None:
+            # nothing of a run that did not finish is kept: its folder held only its input and staging
+            self.logic.removeRunFolder(self.runFolder)
+            if process.cancelled:
+                self.ui.statusLabel.text = _("Cancelled: the engine has stopped and the run's folder was removed.")
+                return
             self.ui.statusLabel.text = failure.splitlines()[0]
-            if not process.cancelled:
-                slicer.util.errorDisplay(
-                    _("The segmentation failed: {message}").format(message=failure.splitlines()[0]),
-                    detailedText="\n".join(process.log),
-                )
+            slicer.util.errorDisplay(
+                _("The segmentation failed: {message}").format(message=failure.splitlines()[0]),
+                detailedText="\n".join(process.log),
+            )
+            return
+        if self.logic.reference is None:  # the scene was closed meanwhile
             return
         with slicer.util.tryWithErrorDisplay(_("Could not load the results."), waitCursor=True):
             self.logic.loadResults(self.logic.reference)  # the volume the run started on, whatever is selected now
-            self.onDisplayChanged()
+            self.updateHeatmapDisplay()
             self.ui.statusLabel.text = _("Done in {seconds:.0f} s. Outputs and review: {folder}").format(
                 seconds=elapsed, folder=self.logic.workFolder
             )
@@ -281,14 +376,23 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.setVisible(False)
         self.updateApplyButton()
 
-    def onBrowseModel(self):
-        folder = qt.QFileDialog.getExistingDirectory(
-            slicer.util.mainWindow(), _("Model package folder (with model.json)")
-        )
-        if folder:
-            self._parameterNode.model = folder
+    def onCleanRunFolders(self):
+        """Remove the run folders (inputs, outputs and reviews) except the run on screen, after asking."""
+        folders = [f for f in self.logic.runFolders() if f.path != self.logic.workFolder and f.path != self.runFolder]
+        if not folders:
+            slicer.util.infoDisplay(_("There is no other run folder to remove."), windowTitle=_("Clean up"))
+            return
+        reviewed = sum(1 for f in folders if f.reviewed)
+        megabytes = sum(f.size_bytes for f in folders) / 1e6
+        question = _(
+            "Remove {count} run folders ({megabytes:.0f} MB) from {base}? {reviewed} of them hold a review "
+            "(statuses and corrections), which would be lost. The run on screen is kept."
+        ).format(count=len(folders), megabytes=megabytes, base=self.logic.runsFolder(), reviewed=reviewed)
+        if slicer.util.confirmOkCancelDisplay(question, windowTitle=_("Clean up")):
+            self.logic.removeRunFolders(folders)
+            self.ui.statusLabel.text = _("Removed {count} run folders.").format(count=len(folders))
 
-    def onDisplayChanged(self, value=None):
+    def updateHeatmapDisplay(self):
         if self.logic.results is not None and self._parameterNode:
             self.logic.setHeatmapDisplay(self._parameterNode.heatmapOpacity, self._parameterNode.heatmapThreshold)
 
@@ -316,20 +420,35 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.nextButton.enabled = self.logic.session is not None and not correcting
         self.ui.correctionFrame.setVisible(correcting)
 
+    def selectedRegionRow(self):
+        """The region table's row selected in the view (None if none).
+
+        The view shows a sort/filter proxy of the table model: its indices are mapped to the
+        model's, whose rows are the table's (the region table shows its column names as header).
+        """
+        view = self.ui.regionTableView
+        rows = view.selectionModel().selectedRows()
+        if not rows:
+            return None
+        return view.sortFilterProxyModel().mapToSource(rows[0]).row()
+
     def onRegionSelected(self):
-        rows = self.ui.regionTableView.selectedMRMLTableRows()
-        if not rows or self.logic.session is None or self.logic.editArea is not None:
+        row = self.selectedRegionRow()
+        if row is None or self.logic.session is None or self.logic.editArea is not None:
             return
-        self.currentRegion = self.logic.session.regions[rows[0]].label
+        self.currentRegion = self.logic.session.regions[row].label
         self.logic.goToRegion(self.currentRegion)
         self.updateReviewButtons()
 
     def selectRegion(self, label):
         self.currentRegion = label
+        view = self.ui.regionTableView
         if label is None:
-            self.ui.regionTableView.clearSelection()
+            view.clearSelection()
         else:
-            self.ui.regionTableView.selectRow([r.label for r in self.logic.session.regions].index(label))
+            row = [r.label for r in self.logic.session.regions].index(label)
+            proxy = view.sortFilterProxyModel()
+            view.selectRow(proxy.mapFromSource(view.tableModel().index(row, 0)).row())
             self.logic.goToRegion(label)
         self.updateReviewButtons()
 
@@ -346,18 +465,19 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.segmentEditorWidget.setSourceVolumeNode(self.logic.reference)
             # after the widget has its nodes: it would reset the selected segment and mask otherwise
             self.logic.beginCorrection(self.currentRegion, editorNode)
+            self.segmentEditorWidget.installKeyboardShortcuts()
             self.segmentEditorWidget.setActiveEffectByName("Paint")
         self.updateReviewButtons()
 
     def onSaveCorrection(self):
         with slicer.util.tryWithErrorDisplay(_("Could not save the correction."), waitCursor=True):
-            self.segmentEditorWidget.setActiveEffect(None)
+            self.deactivateEditor()
             self.logic.saveCorrection(self.currentRegion)
         self.showReviewState()
         self.onNext()
 
     def onLeaveCorrection(self):
-        self.segmentEditorWidget.setActiveEffect(None)
+        self.deactivateEditor()
         self.logic.leaveCorrection()
         self.updateReviewButtons()
 
@@ -380,10 +500,11 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
     """Everything the module does, callable without the GUI (scripts, the self-test).
 
-    State of the current case: ``reference`` (the input volume node), ``workFolder`` (input, outputs
-    and review session), ``results`` (:class:`SegUncertaintyLib.mrml.results.ResultNodes`),
-    ``session`` (:class:`SegUncertaintyLib.review.session.ReviewSession`) and ``editArea`` (the
-    edit-area segment while a region is being corrected).
+    State of the current case: ``reference`` (the input volume node), ``workFolder`` (its run
+    folder: input, outputs and review session), ``results``
+    (:class:`SegUncertaintyLib.mrml.results.ResultNodes`), ``session``
+    (:class:`SegUncertaintyLib.review.session.ReviewSession`) and ``editArea`` (the edit-area
+    segment while a region is being corrected).
     """
 
     def __init__(self):
@@ -406,6 +527,23 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
 
         return sorted(bundled_models())
 
+    @staticmethod
+    def fragilityUnavailable(model):
+        """Why the fragility search cannot run with this model (None if it can)."""
+        from SegUncertaintyLib.errors import SegUncertaintyError
+        from SegUncertaintyLib.model.package import REPLAY_FILE, load_package
+
+        try:
+            card = load_package(model or None).card
+        except SegUncertaintyError as exc:
+            return str(exc)
+        if REPLAY_FILE not in card.files:
+            return _(
+                "Not available for {name}: the model has no replay set, which the search needs "
+                "(add one with 'seguncertainty prepare-replay')."
+            ).format(name=card.name)
+        return None
+
     # Dependencies
 
     @staticmethod
@@ -418,28 +556,47 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
         modules.update({"monai": "monai", "safetensors": "safetensors"})
         return [name for name, module in modules.items() if importlib.util.find_spec(module) is None]
 
-    def ensureDependencies(self):
-        """Install what is missing, with the user's consent: PyTorch through the PyTorch extension, the rest with pip.
+    def ensureDependencies(self, model=DEFAULT_MODEL):
+        """Install what the engine and this model need, with the user's consent, never touching what Slicer ships.
+
+        PyTorch comes from the PyTorch extension. The engine's packages are installed with a
+        constraints file that pins Slicer's numpy, scipy, SimpleITK and the installed torch; a
+        model's weights package (deepbet) without its dependencies.
 
         Raises:
             RuntimeError: the user declined, or an installation failed (the message says what to do).
         """
+        from SegUncertaintyLib.dependencies import installed_version, is_installed, write_constraints
+        from SegUncertaintyLib.model.package import distribution_requirements, load_package
+
         if importlib.util.find_spec("torch") is None:
             self.installTorch()
-        requirements = self.requirementsPath()
-        if hasattr(slicer, "packaging"):  # Slicer >= 5.11: checks versions, asks, offers a restart
-            slicer.packaging.pip_ensure(slicer.packaging.load_requirements(requirements), requester="SegUncertainty")
-            return
-        missing = [name for name in self.missingDependencies() if name != "torch"]
-        if not missing:
+        constraints = write_constraints(Path(slicer.app.temporaryPath) / "SegUncertainty-constraints.txt")
+        weights = [r for r in distribution_requirements(load_package(model or None).card) if not is_installed(r)]
+        try:  # Slicer >= 5.12; ``import slicer`` does not import it, so it must be imported by name
+            packaging = importlib.import_module("slicer.packaging")
+        except ImportError:  # Slicer 5.10
+            packaging = None
+        if packaging is not None:  # checks versions, asks, offers a restart
+            requirements = packaging.load_requirements(self.requirementsPath())
+            packaging.pip_ensure(requirements, constraints=constraints, requester="SegUncertainty")
+            missing = []
+        else:
+            missing = [name for name in self.missingDependencies() if name != "torch"]
+        if not missing and not weights:
             return
         question = _("SegUncertainty needs these Python packages, which will be installed now: {names}")
         if not slicer.util.confirmOkCancelDisplay(
-            question.format(names=", ".join(missing)),
-            windowTitle=_("Install Python packages"),
+            question.format(names=", ".join(missing + weights)), windowTitle=_("Install Python packages")
         ):
             raise RuntimeError(_("The packages SegUncertainty needs were not installed."))
-        slicer.util.pip_install(["-r", requirements])
+        if missing:
+            slicer.util.pip_install(["-r", self.requirementsPath(), "-c", str(constraints)])
+        if weights:  # containers of weights the card vouches for: nothing of theirs is imported
+            slicer.util.pip_install(["--no-deps", *weights])
+        still = [r for r in weights if not is_installed(r)] + [n for n in missing if installed_version(n) is None]
+        if still:
+            raise RuntimeError(_("Installing {names} failed; see the Python console.").format(names=", ".join(still)))
 
     @staticmethod
     def installTorch():
@@ -466,38 +623,53 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
         """Slicer's Python launcher (it sets up the environment the engine runs in)."""
         return shutil.which("PythonSlicer") or sys.executable
 
-    def newWorkFolder(self, volumeNode):
-        """A new folder for one run on this volume, under the user's Slicer documents (kept: it holds the review)."""
-        base = Path(slicer.app.defaultScenePath) / "SegUncertainty"
-        name = re.sub(r"[^A-Za-z0-9_-]+", "_", volumeNode.GetName()).strip("_") or "volume"
-        folder = base / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        folder.mkdir(parents=True, exist_ok=False)
-        return folder
+    @staticmethod
+    def runsFolder():
+        """Where the run folders are: ``SegUncertainty`` in Slicer's default scene folder (the user's documents)."""
+        return Path(slicer.app.defaultScenePath) / "SegUncertainty"
 
-    def startPrediction(self, volumeNode, model="lidc-nodule", uncertainty="auto", fragility=True, device="auto"):
-        """Write the volume to a new work folder and start ``seguncertainty predict`` on it; returns the process."""
+    def runFolders(self):
+        """The run folders there, oldest first (:class:`SegUncertaintyLib.workfolders.RunFolder`)."""
+        from SegUncertaintyLib.workfolders import list_run_folders
+
+        return list_run_folders(self.runsFolder())
+
+    @staticmethod
+    def removeRunFolder(folder):
+        from SegUncertaintyLib.workfolders import remove_run_folder
+
+        remove_run_folder(folder)
+
+    @staticmethod
+    def removeRunFolders(folders):
+        from SegUncertaintyLib.workfolders import remove_run_folders
+
+        return remove_run_folders(folders)
+
+    def startPrediction(self, volumeNode, model=DEFAULT_MODEL, uncertainty="auto", fragility=True, device="auto"):
+        """Write the volume to a new run folder and start ``seguncertainty predict`` on it; returns the process."""
         from SegUncertaintyLib.child_process import PredictProcess, predict_arguments
-        from SegUncertaintyLib.model.package import REPLAY_FILE, load_package
         from SegUncertaintyLib.mrml.nodes import write_node
+        from SegUncertaintyLib.workfolders import new_run_folder
 
-        package = load_package(model or None)  # a wrong model is reported now, not after the volume is written
-        if fragility and REPLAY_FILE not in package.card.files:
-            raise RuntimeError(
-                _(
-                    "Model {name} has no replay set, which the fragility search needs: uncheck 'Fragile voxels', "
-                    "or add one with 'seguncertainty prepare-replay'."
-                ).format(name=package.card.name)
-            )
+        reason = self.fragilityUnavailable(model)  # a wrong model is reported now, not after the volume is written
+        if fragility and reason is not None:
+            raise RuntimeError(reason + " " + _("Uncheck 'Fragile voxels'."))
         self.leaveCorrection()
         self.reset()
         self.reference = volumeNode
-        self.workFolder = self.newWorkFolder(volumeNode)
-        inputPath = write_node(volumeNode, self.workFolder / "input.nrrd")
-        arguments = predict_arguments(
-            inputPath, self.workFolder / "outputs", model or None, uncertainty, fragility, device
-        )
-        process = PredictProcess(["predict", *arguments], python=self.pythonExecutable())
-        process.start()
+        self.workFolder = new_run_folder(self.runsFolder(), volumeNode.GetName())
+        try:
+            inputPath = write_node(volumeNode, self.workFolder / "input.nrrd")
+            arguments = predict_arguments(
+                inputPath, self.workFolder / "outputs", model or None, uncertainty, fragility, device
+            )
+            process = PredictProcess(["predict", *arguments], python=self.pythonExecutable())
+            process.start()
+        except Exception:
+            self.removeRunFolder(self.workFolder)
+            self.workFolder = None
+            raise
         return process
 
     def loadResults(self, volumeNode, workFolder=None):
@@ -511,16 +683,28 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
         self.session = review.open_session(self.results, self.workFolder / "review")
         return self.results
 
-    def process(self, volumeNode, model="lidc-nodule", uncertainty="auto", fragility=True, device="auto", timeout=600):
+    def process(self, volumeNode, model=DEFAULT_MODEL, uncertainty="auto", fragility=True, device="auto", timeout=600):
         """Run and load in one blocking call (scripts and tests); returns the result nodes.
 
         Raises:
-            RuntimeError: the run failed (with the command's message).
+            RuntimeError: the run failed (with the command's message), or took longer than
+                ``timeout`` seconds (then its process tree is killed and its folder removed).
         """
         process = self.startPrediction(volumeNode, model, uncertainty, fragility, device)
-        process.wait(timeout)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(KILL_WAIT_SECONDS)
+            self.removeRunFolder(self.workFolder)
+            self.reset()
+            raise RuntimeError(
+                _("The segmentation took longer than {seconds} s and was stopped.").format(seconds=timeout)
+            ) from None
         failure = process.failure_message()
         if failure is not None:
+            self.removeRunFolder(self.workFolder)
+            self.reset()
             raise RuntimeError(failure)
         return self.loadResults(volumeNode)
 
@@ -620,9 +804,11 @@ class SegUncertaintyTest(ScriptedLoadableModuleTest):
 
         logic = SegUncertaintyLogic()
         missing = logic.missingDependencies()
-        if missing:
-            self.delayDisplay(f"Skipped: install {', '.join(missing)} first (press Apply once in the module)")
-            return
+        if missing:  # reported as a skip by ctest and shown by Reload and Test: never a silent pass
+            self.skipTest(
+                f"the engine's packages are not installed ({', '.join(missing)}): install the PyTorch "
+                "extension, restart, and press Apply once in the module (it installs the rest; needs network)"
+            )
         registerSampleData()
         volume = SampleData.SampleDataLogic().downloadSample(SAMPLE_NAME)
         self.delayDisplay("Segmenting the sample volume")

@@ -1,16 +1,13 @@
-"""The module's own Logic class, run on Slicer's real MRML (slicer-core) with only the Qt application stubbed.
+"""The module's own Logic class, run on Slicer's real MRML (slicer-core) in the strictly faked application.
 
 ``SegUncertainty.py`` imports ``qt`` and Slicer's scripted-module base classes, which need the
-running application. They are replaced here by minimal stand-ins (base classes without behaviour,
-an identity parameter-node decorator, ``slicer.app`` with a documents folder); everything the Logic
+running application; Testing/slicer_fakes fakes them from Slicer's source. Everything the Logic
 does (write the volume, run the command in a child process, load the outputs, review) runs for real.
 """
 
-import importlib.util
 import json
-import sys
-import types
-import unittest
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,43 +20,16 @@ slicer = pytest.importorskip("slicer", reason="the slicer-core wheel (dev extra)
 
 from SegUncertaintyLib.mrml import headless, nodes  # noqa: E402
 
+from .slicer_fakes import application  # noqa: E402
+
 MODULE_FILE = Path(__file__).resolve().parents[1] / "SegUncertainty" / "SegUncertainty.py"
-
-
-class _Base:
-    def __init__(self, *args, **kwargs):
-        pass
-
-
-def _stand_ins() -> dict[str, types.ModuleType]:
-    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
-    scripted.ScriptedLoadableModule = scripted.ScriptedLoadableModuleLogic = _Base
-    scripted.ScriptedLoadableModuleWidget = _Base
-    scripted.ScriptedLoadableModuleTest = unittest.TestCase
-    i18n = types.ModuleType("slicer.i18n")
-    i18n.tr = lambda text: text
-    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
-    wrapper.parameterNodeWrapper = lambda cls: cls
-    wrapper.Choice = wrapper.WithinRange = lambda *args: None
-    return {
-        "qt": types.ModuleType("qt"),
-        "slicer.ScriptedLoadableModule": scripted,
-        "slicer.i18n": i18n,
-        "slicer.parameterNodeWrapper": wrapper,
-    }
 
 
 @pytest.fixture
 def module(monkeypatch, tmp_path):
-    for name, stand_in in _stand_ins().items():
-        monkeypatch.setitem(sys.modules, name, stand_in)
-    monkeypatch.setattr(
-        slicer, "app", types.SimpleNamespace(defaultScenePath=str(tmp_path / "Documents")), raising=False
-    )
-    spec = importlib.util.spec_from_file_location("SegUncertainty", MODULE_FILE)
-    loaded = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loaded)
-    return loaded
+    recorder = application.install(monkeypatch, MODULE_FILE, tmp_path / "Documents", tmp_path / "tmp")
+    yield application.load_module(MODULE_FILE)
+    application.shut_down(recorder)
 
 
 def test_the_logic_segments_loads_and_keeps_the_review(module, tmp_path):
@@ -114,6 +84,35 @@ def test_a_failed_run_raises_the_commands_message(module, tmp_path):
     logic = module.SegUncertaintyLogic()
     with pytest.raises(Exception, match="is neither a model package folder nor a bundled model"):
         logic.process(volume, model=str(tmp_path / "missing-model"), device="cpu")
-    with pytest.raises(RuntimeError, match="Model deepbet has no replay set"):
+    with pytest.raises(RuntimeError, match="Not available for deepbet: the model has no replay set"):
         logic.process(volume, model="deepbet", fragility=True, device="cpu")
-    assert not (tmp_path / "Documents").exists()  # refused before any work folder was made
+    assert not (tmp_path / "Documents").exists()  # refused before any run folder was made
+
+
+def test_run_folders_are_unique_and_a_run_past_its_time_is_stopped(module, tmp_path, monkeypatch):
+    scene = headless.new_scene()
+    demo = read_volume(sample_path("lidc-nodule-demo.nrrd"))
+    volume = nodes.add_volume(scene, demo.array, demo.geometry, "demo")
+    logic = module.SegUncertaintyLogic()
+    # two runs started within the same second get two folders
+    monkeypatch.setattr(time, "strftime", lambda *args: "20261201-120000")
+    first, second = (logic.startPrediction(volume, fragility=False, device="cpu") for _ in range(2))
+    folders = [p for p in (tmp_path / "Documents" / "SegUncertainty").iterdir()]
+    assert len(folders) == 2 and all(p.name.startswith("demo-20261201-120000-") for p in folders)
+    for process in (first, second):
+        process.kill()
+        process.wait(30)
+
+    # a blocking run that takes too long: its process tree is killed and its folder removed
+    logic.removeRunFolders(logic.runFolders())
+    started = []
+    original = logic.startPrediction
+    monkeypatch.setattr(logic, "startPrediction", lambda *a, **k: started.append(original(*a, **k)) or started[-1])
+    with pytest.raises(RuntimeError, match="longer than 1 s and was stopped"):
+        logic.process(volume, fragility=False, device="cpu", timeout=1)
+    assert started[0].finished() and started[0].cancelled
+    assert logic.runFolders() == [] and logic.workFolder is None
+    with pytest.raises(subprocess.TimeoutExpired):  # the process API itself never kills on a timeout
+        (waiting := original(volume, fragility=False, device="cpu")).wait(0.01)
+    waiting.kill()
+    waiting.wait(30)
