@@ -97,12 +97,25 @@ def test_cancel_through_a_launcher_stops_the_interpreter_it_spawned(tmp_path, mo
     getattr(process, how)()
     process.wait(60)
     assert is_gone(engine) and process.finished() and process.failure_message() == "cancelled"
+    # stopped, not run to its end: it never reported being done, nor wrote its summary
+    assert process.outputs is None and not (out / "summary.json").exists()
     if how == "cancel":  # the engine itself got the signal and removed its staged files
         assert not out.exists() or not any(out.iterdir())
 
 
+def test_the_end_of_its_input_stops_the_engine(tmp_path):
+    """The one channel that reaches the interpreter through any launcher, on every platform."""
+    out = tmp_path / "out"
+    process = PredictProcess(["predict", *predict_arguments(DEMO, out, fragility=True, device="cpu")])
+    process.start()
+    wait_until_working(process)
+    process._close_stdin()  # no signal
+    assert process.wait(60) == 143 and process.outputs is None
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_the_engine_stops_when_its_front_end_dies(tmp_path, monkeypatch):
-    """A front end that crashes (no cancel, no clean-up) leaves no engine running: its input ends."""
+    """A front end that crashes (no cancel, no clean-up) leaves no engine running (its input and output end)."""
     launcher, pid_file = make_launcher(tmp_path / "bin")
     monkeypatch.setenv("LAUNCHER_CHILD_PID_FILE", str(pid_file))
     out = tmp_path / "out"

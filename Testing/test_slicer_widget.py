@@ -120,11 +120,12 @@ def test_the_reviewers_path(slicer_app, tmp_path):
     assert ui.progressBar.value > 0 and "(" in ui.statusLabel.text
     (folder,) = run_folders(tmp_path)
 
-    # 4. cancel: the whole tree stops, nothing of the run is left
+    # 4. cancel: the whole tree stops (it does not run to its end), nothing of the run is left
+    run = widget.process
     user.click(ui.applyButton)
     assert ui.applyButton.text == "Cancelling..." and not ui.applyButton.enabled
     user.process_events(until=lambda: widget.process is None, timeout=60)
-    assert is_gone(engine)
+    assert is_gone(engine) and run.outputs is None  # never reported being done
     assert not folder.exists() and run_folders(tmp_path) == []
     assert ui.statusLabel.text.startswith("Cancelled") and ui.applyButton.text == "Apply"
     assert not [d for d in recorder.dialogs if d[0] == "error"]
@@ -169,9 +170,9 @@ def test_the_reviewers_path(slicer_app, tmp_path):
     )
 
     # 8. leave the module in the middle of a correction, and come back: no effect is left live
-    if widget.currentRegion is not None:
-        user.click(ui.correctButton)
-        assert editor.activeEffect() == "Paint"
+    user.click_table_row(ui.regionTableView, 0)
+    user.click(ui.correctButton)
+    assert editor.activeEffect() == "Paint" and editor._views_observed and editor._shortcuts
     application.leave(widget, panel)
     assert editor.activeEffect() is None and not editor._views_observed and not editor._shortcuts
     application.enter(widget, panel)
@@ -181,10 +182,10 @@ def test_the_reviewers_path(slicer_app, tmp_path):
     kept = run_folders(tmp_path)
     user.click(ui.applyButton)
     user.process_events(until=lambda: len(interpreter_pids(pid_file)) == 3 and widget.process.fraction > 0)
-    engine = interpreter_pids(pid_file)[-1]
+    engine, run = interpreter_pids(pid_file)[-1], widget.process
     scene.Clear(0)
     user.process_events(until=lambda: widget.process is None, timeout=60)
-    assert is_gone(engine) and run_folders(tmp_path) == kept
+    assert is_gone(engine) and run.outputs is None and run_folders(tmp_path) == kept
     assert widget.logic.results is None and ui.regionTableView.mrmlTableNode() is None
     assert "Run a segmentation" in ui.remainingRiskLabel.text
     assert not recorder.pip
