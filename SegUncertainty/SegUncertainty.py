@@ -134,6 +134,7 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.startedAt = 0.0
         self.currentRegion = None
         self._shownModel = None
+        self._shownDisplay = None
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_MILLISECONDS)
         self.timer.connect("timeout()", self.onPoll)
@@ -179,6 +180,7 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self):
         """The module is unloaded (Slicer exits, or Reload): kill a run in progress and remove its folder."""
         self.timer.stop()
+        self.deactivateEditor()  # Reload hides this widget without leaving the module
         if self.process is not None:
             self.process.kill()
             try:
@@ -211,8 +213,10 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.segmentEditorWidget.removeViewObservations()
 
     def onSceneStartClose(self, caller, event):
-        if self.process is not None:
+        if self.process is not None and not self.process.finished():
             self.cancelRun()  # returns at once; the timer sees the tree go and removes the run's folder
+        else:
+            self.ui.statusLabel.text = ""
         self.deactivateEditor()
         self.segmentEditorWidget.setSegmentationNode(None)
         self.currentRegion = None
@@ -281,6 +285,8 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             combo.setCurrentIndex(index)
             combo.blockSignals(wasBlocked)
         reason = self.logic.fragilityUnavailable(model)
+        if reason is not None and self._parameterNode.fragility:  # e.g. a scene saved with it on: off, shown why
+            self._parameterNode.fragility = False
         self.ui.fragilityCheckBox.enabled = reason is None
         self.ui.fragilityCheckBox.toolTip = reason or _(
             "Also search for equally good models that draw the contour 1-3 mm further out or in, and mark "
@@ -321,6 +327,9 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 parameters.device,
             )
             self.runFolder = self.logic.workFolder
+            self.deactivateEditor()  # the previous run's review is closed (its folder keeps it)
+            self.currentRegion = None
+            self.showReviewState()
             self.startedAt = time.monotonic()
             self.ui.progressBar.setValue(0)
             self.ui.progressBar.setVisible(True)
@@ -378,7 +387,8 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onCleanRunFolders(self):
         """Remove the run folders (inputs, outputs and reviews) except the run on screen, after asking."""
-        folders = [f for f in self.logic.runFolders() if f.path != self.logic.workFolder and f.path != self.runFolder]
+        kept = {Path(p).resolve() for p in (self.logic.workFolder, self.runFolder) if p is not None}
+        folders = [f for f in self.logic.runFolders() if f.path.resolve() not in kept]
         if not folders:
             slicer.util.infoDisplay(_("There is no other run folder to remove."), windowTitle=_("Clean up"))
             return
@@ -393,8 +403,13 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Removed {count} run folders.").format(count=len(folders))
 
     def updateHeatmapDisplay(self):
-        if self.logic.results is not None and self._parameterNode:
-            self.logic.setHeatmapDisplay(self._parameterNode.heatmapOpacity, self._parameterNode.heatmapThreshold)
+        """Show the heatmap as the parameters say, when they changed (opacity set by hand in a view stays)."""
+        if self.logic.results is None or not self._parameterNode:
+            return
+        shown = (self.logic.results.heatmap, self._parameterNode.heatmapOpacity, self._parameterNode.heatmapThreshold)
+        if shown != self._shownDisplay:
+            self._shownDisplay = shown
+            self.logic.setHeatmapDisplay(*shown[1:])
 
     # Review
 
@@ -448,7 +463,9 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             row = [r.label for r in self.logic.session.regions].index(label)
             proxy = view.sortFilterProxyModel()
+            wasBlocked = view.blockSignals(True)  # the region is shown here, not again by onRegionSelected
             view.selectRow(proxy.mapFromSource(view.tableModel().index(row, 0)).row())
+            view.blockSignals(wasBlocked)
             self.logic.goToRegion(label)
         self.updateReviewButtons()
 
@@ -695,7 +712,10 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
             process.wait(timeout)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait(KILL_WAIT_SECONDS)
+            try:
+                process.wait(KILL_WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
             self.removeRunFolder(self.workFolder)
             self.reset()
             raise RuntimeError(

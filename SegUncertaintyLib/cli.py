@@ -559,6 +559,8 @@ COMMANDS = {
 
 
 def _raise_cancelled(signum: int, _frame: object) -> None:
+    # once: a second SIGTERM (or the end of input after it) must not interrupt the clean-up it starts
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Cancelled("cancelled" if signum == signal.SIGINT else "terminated")
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from .review.session import SESSION_FILE
 
-RESULTS_FILE = Path("outputs") / "summary.json"
 REVIEW_FILE = Path("review") / SESSION_FILE
 
 
@@ -29,13 +28,11 @@ class RunFolder:
 
     Attributes:
         path: the folder.
-        finished: the command's outputs are there (``outputs/summary.json``).
         reviewed: a review session was started in it (its statuses and corrections would go with it).
         size_bytes: what it holds on disk, in bytes.
     """
 
     path: Path
-    finished: bool
     reviewed: bool
     size_bytes: int
 
@@ -56,7 +53,7 @@ def run_folder(path: str | os.PathLike) -> RunFolder:
     """What a run's folder holds."""
     path = Path(path)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
-    return RunFolder(path, (path / RESULTS_FILE).is_file(), (path / REVIEW_FILE).is_file(), size)
+    return RunFolder(path, (path / REVIEW_FILE).is_file(), size)
 
 
 def list_run_folders(base: str | os.PathLike) -> list[RunFolder]:
@@ -74,13 +71,7 @@ def remove_run_folder(path: str | os.PathLike | None) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def remove_run_folders(folders: list[RunFolder], keep: str | os.PathLike | None = None) -> int:
-    """Remove these run folders except ``keep`` (the run on screen); returns the bytes freed."""
-    keep = Path(keep).resolve() if keep is not None else None
-    freed = 0
+def remove_run_folders(folders: list[RunFolder]) -> None:
+    """Remove these run folders and everything in them."""
     for folder in folders:
-        if keep is not None and folder.path.resolve() == keep:
-            continue
         remove_run_folder(folder.path)
-        freed += folder.size_bytes
-    return freed

@@ -20,6 +20,8 @@ import pytest
 
 from SegUncertaintyLib.io import read_volume
 from SegUncertaintyLib.resources import bundled_models, sample_path
+from SegUncertaintyLib.review.session import SESSION_FILE
+from SegUncertaintyLib.workfolders import new_run_folder
 
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel (dev extra) provides MRML")
 
@@ -178,6 +180,18 @@ def test_the_reviewers_path(slicer_app, tmp_path):
     application.enter(widget, panel)
     assert editor.activeEffect() is None and not editor._views_observed
 
+    # Clean up: earlier runs go (after saying how many hold a review), the run on screen stays
+    on_screen = widget.logic.workFolder
+    older = new_run_folder(on_screen.parent, "older scan")
+    (older / "review").mkdir()
+    (older / "review" / SESSION_FILE).write_text("{}")
+    recorder.confirm_answers.append(False)  # the user says no first
+    user.click(ui.cleanWorkFoldersButton)
+    assert older.exists() and "Remove 1 run folders" in recorder.dialogs[-1][1]
+    assert "1 of them hold a review" in recorder.dialogs[-1][1]
+    user.click(ui.cleanWorkFoldersButton)
+    assert not older.exists() and run_folders(tmp_path) == [on_screen]
+
     # 9. close the scene during a run: the run stops and leaves nothing; the panel is empty again
     kept = run_folders(tmp_path)
     user.click(ui.applyButton)
@@ -234,3 +248,13 @@ def test_reload_reloads_the_library(slicer_app):
         assert not [name for name in sys.modules if name.split(".")[0] == "SegUncertaintyLib"]
     finally:
         sys.modules.update(loaded)  # the other tests go on with the modules they imported
+
+
+def test_a_saved_scene_with_a_search_the_model_cannot_run_opens_with_it_off(slicer_app):
+    module = slicer_app[0]
+    saved = module.SegUncertaintyLogic().getParameterNode()
+    saved.model, saved.fragility = "deepbet", True  # as a scene saved by an older version could hold
+    widget, _ = application.open_module(module)
+    assert widget.ui.modelComboBox.currentText == "deepbet"
+    assert not widget._parameterNode.fragility and not widget.ui.fragilityCheckBox.checked
+    assert not widget.ui.fragilityCheckBox.enabled and "no replay set" in widget.ui.fragilityCheckBox.toolTip
