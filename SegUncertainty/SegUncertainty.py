@@ -548,13 +548,13 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
     def fragilityUnavailable(model):
         """Why the fragility search cannot run with this model (None if it can)."""
         from SegUncertaintyLib.errors import SegUncertaintyError
-        from SegUncertaintyLib.model.package import REPLAY_FILE, load_package
+        from SegUncertaintyLib.model.package import load_package, replay_file
 
         try:
             card = load_package(model or None).card
         except SegUncertaintyError as exc:
             return str(exc)
-        if REPLAY_FILE not in card.files:
+        if replay_file(card) is None:
             return _(
                 "Not available for {name}: the model has no replay set, which the search needs "
                 "(add one with 'seguncertainty prepare-replay')."

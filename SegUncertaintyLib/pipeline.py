@@ -48,7 +48,8 @@ from .fragility.replay import load_replay
 from .fragility.search import fragility_for
 from .inference import Prediction, predict_sampled, predict_volume
 from .io import check_writable_suffix, read_volume, write_volume
-from .model.package import ModelPackage, load_package
+from .model.package import ModelPackage, check_card_files, load_package
+from .output_checks import check_prediction
 from .outputs import StagedOutput
 from .progress import Progress
 from .quality.package import has_quality
@@ -230,7 +231,7 @@ def write_outputs(
     outputs["region_labels"] = regions["labels"] = f"regions{extension}"
     outputs["regions"] = "regions.json"
     jobs.append((outputs["region_labels"], region_labels))
-    path_for(outputs["regions"]).write_text(json.dumps(regions, indent=2) + "\n")
+    path_for(outputs["regions"]).write_text(json.dumps(regions, indent=2, allow_nan=False) + "\n")
     for done, (file_name, array) in enumerate(jobs, start=1):
         write_volume(array, geometry, path_for(file_name))
         progress("write", done / len(jobs))
@@ -272,6 +273,7 @@ def predict_to_files(
     check_writable_suffix(Path("x" + extension))
     started = time.perf_counter()
     package = model if isinstance(model, ModelPackage) else load_package(model)
+    check_card_files(package)
     method = resolve_uncertainty(uncertainty, package)
     if method in SAMPLING_METHODS:
         check_available(method, package, samples)
@@ -285,11 +287,13 @@ def predict_to_files(
 
     with StagedOutput(output_dir) as out:  # the folder is checked before the slow part
         prediction = run_method(method, volume, package, device, samples, progress=report)
+        check_prediction(prediction, package, method)  # before the search, the estimates and the files
         search = None
         if fragility is not None:
             search = fragility_for(volume, package, prediction, fragility, device, progress=report)
             prediction.maps.update(search.maps)
             prediction.timings["fragility"] = search.summary["seconds"]
+            check_prediction(prediction, package, method)
         report("write", 0.0)
         t0 = time.perf_counter()
         classes = package.card.classes

@@ -9,6 +9,7 @@ CLI and the Slicer module, see DESIGN.md), or nothing.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from typing import Any, TextIO
@@ -38,7 +39,7 @@ class Progress:
         return fraction
 
     def __call__(self, stage: str, fraction: float = 0.0, message: str | None = None) -> None:
-        fraction = min(max(float(fraction), 0.0), 1.0)
+        fraction = min(max(float(fraction), 0.0), 1.0) if math.isfinite(float(fraction)) else 0.0
         self.report(stage, fraction, self.overall(stage, fraction), message)
         self._last_stage = stage
 
@@ -101,7 +102,7 @@ class JsonProgress(Progress):
         self._last_overall = -1.0
 
     def _emit(self, obj: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(obj) + "\n")
+        self.stream.write(json.dumps(obj, allow_nan=False) + "\n")
         self.stream.flush()
 
     def report(self, stage: str, fraction: float, overall: float, message: str | None) -> None:

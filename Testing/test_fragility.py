@@ -283,7 +283,7 @@ def test_clear_errors(capsys, tmp_path, bundled_package):
     package = tmp_path / "no-replay"
     shutil.copytree(bundled_package.path, package, ignore=shutil.ignore_patterns("members", REPLAY_FILE))
     card = json.loads((package / "model.json").read_text())
-    del card["files"][REPLAY_FILE]
+    del card["files"][REPLAY_FILE], card["fragility"]  # a package made without prepare-replay
     (package / "model.json").write_text(json.dumps(card))
     out = tmp_path / "out"
     assert main(predict_args(DEMO, out, "--model", str(package), "--fragility")) == 1
@@ -295,6 +295,7 @@ def test_clear_errors(capsys, tmp_path, bundled_package):
     with pytest.raises(ModelError, match="corrupted or altered"):
         (package / REPLAY_FILE).write_bytes(b"not a replay set")
         card["files"][REPLAY_FILE] = "0" * 64
+        card["fragility"] = {"replay": {"file": REPLAY_FILE}}
         (package / "model.json").write_text(json.dumps(card))
         load_replay(load_package(package))
 

@@ -153,7 +153,7 @@ def prepare_lidc(
         "cases": sorted(entries.values(), key=lambda e: e["case_id"]),
     }
     with atomic_write(index_path) as tmp:
-        tmp.write_text(json.dumps(index, indent=1))
+        tmp.write_text(json.dumps(index, indent=1, allow_nan=False))
     report("prepare-lidc", 1.0, ", ".join(f"{k}: {v}" for k, v in counts.items()))
     return root
 

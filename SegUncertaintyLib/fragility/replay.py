@@ -20,7 +20,7 @@ from ..data.cases import Case
 from ..errors import DataError, ModelError
 from ..fsutil import atomic_write
 from ..model.backbones import sha256_of
-from ..model.package import REPLAY_FILE, ModelPackage, write_card
+from ..model.package import REPLAY_FILE, ModelPackage, replay_file, write_card
 from ..patches import centred_patch
 from ..preprocess import normalize_intensities
 
@@ -40,7 +40,7 @@ class ReplaySet:
 
 def has_replay(package: ModelPackage) -> bool:
     """True when the package carries a replay set."""
-    return REPLAY_FILE in package.card.files
+    return replay_file(package.card) is not None
 
 
 def load_replay(package: ModelPackage) -> ReplaySet:
@@ -50,8 +50,9 @@ def load_replay(package: ModelPackage) -> ReplaySet:
             f"model {package.card.name!r} has no replay set for the fragility search; "
             "make one with: seguncertainty prepare-replay --model <package>"
         )
-    path = package.file(REPLAY_FILE)
-    if not path.is_file() or sha256_of(path) != package.card.files[REPLAY_FILE]:
+    name = replay_file(package.card)
+    path, expected = package.file(name), package.card.files.get(name)
+    if not path.is_file() or (expected is not None and sha256_of(path) != expected):
         raise ModelError(f"replay set {path} is missing, corrupted or altered (its SHA-256 differs from the card)")
     try:
         tensors = load_file(str(path))

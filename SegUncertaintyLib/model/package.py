@@ -20,6 +20,14 @@ from ..resources import bundled_models
 CARD_NAME = "model.json"
 BACKBONE_FILE = "backbone.safetensors"
 REPLAY_FILE = "replay.safetensors"  # the fragility search's replay set (see fragility.replay)
+HEAD_FILE = "head.safetensors"  # the SegWithU head (see segwithu.package)
+QUALITY_NET_FILE = "quality_net.safetensors"  # the quality network (see quality.package)
+# Card sections that name a file of the package: where the name is, and the name a section that names none has.
+SECTION_FILES = {
+    "head": (("head",), HEAD_FILE),
+    "quality": (("quality", "net"), QUALITY_NET_FILE),
+    "replay": (("fragility", "replay"), REPLAY_FILE),
+}
 CARD_FORMAT = "seguncertainty-model/1"
 DEFAULT_MODEL = "lidc-nodule"
 
@@ -150,6 +158,52 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
     raise ModelError(f"model {str(name_or_path)!r} is neither a model package folder nor a bundled model ({known})")
 
 
+def section_file(card: ModelCard, section: str) -> str | None:
+    """The file a card's section names (``head``, ``quality``, ``replay``: :data:`SECTION_FILES`), None without it.
+
+    The card's own name is the one used: a section that names ``my_head.safetensors`` loads that file.
+    """
+    keys, default = SECTION_FILES[section]
+    entry: Any = card.head if keys[0] == "head" else card.extra.get(keys[0])
+    if not entry:
+        return None
+    for key in keys[1:]:
+        entry = entry.get(key, {}) if isinstance(entry, dict) else {}
+    return str(entry.get("file", default)) if isinstance(entry, dict) else default
+
+
+def replay_file(card: ModelCard) -> str | None:
+    """The replay set's file (the card's ``fragility.replay`` section names it), None without a replay set."""
+    return section_file(card, "replay")
+
+
+def check_card_files(package: ModelPackage) -> None:
+    """Every file the card names, in ``files`` or in a section, is there.
+
+    Run before a prediction's work starts (commands that make a file anew, such as train-head or
+    prepare-replay, load a package whose file is missing), so that a missing file is an error, never
+    a run without the head or the replay set.
+
+    Raises:
+        ModelError: naming the missing file.
+    """
+    card, card_path = package.card, package.path / CARD_NAME
+    shipped = {args.get("path") for args in _architecture_args(card) if "distribution" in args}
+    named = [name for name in card.files if name not in shipped]
+    named += [name for name in (section_file(card, section) for section in SECTION_FILES) if name is not None]
+    for name in named:
+        if not package.file(name).is_file():
+            raise ModelError(
+                f"{package.file(name)} is missing: the model card {card_path} names it; reinstall the model"
+            )
+
+
+def _architecture_args(card: ModelCard) -> list[dict[str, Any]]:
+    """The arguments of the card's networks: the backbone's and, for two-stage models, the locating network's."""
+    sections = [card.architecture, card.inference.get("crop", {}).get("architecture", {})]
+    return [section.get("args", {}) for section in sections]
+
+
 def distribution_requirements(card: ModelCard) -> list[str]:
     """The pip requirements of the installed distributions a card's networks are read from, e.g. ``["deepbet==1.0.2"]``.
 
@@ -157,9 +211,8 @@ def distribution_requirements(card: ModelCard) -> list[str]:
     never imported), so a front end installs it without its dependencies. ``version`` in the
     architecture's arguments pins the release the card was made with.
     """
-    sections = [card.architecture, card.inference.get("crop", {}).get("architecture", {})]
     requirements = []
-    for args in (section.get("args", {}) for section in sections):
+    for args in _architecture_args(card):
         if "distribution" in args:
             version = args.get("version")
             requirement = f"{args['distribution']}=={version}" if version else str(args["distribution"])
@@ -220,5 +273,5 @@ def write_card(card: ModelCard, folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_write(folder / CARD_NAME) as tmp:
-        tmp.write_text(json.dumps(card.to_dict(), indent=2) + "\n")
+        tmp.write_text(json.dumps(card.to_dict(), indent=2, allow_nan=False) + "\n")
     return folder / CARD_NAME

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from ..model.backbones import load_weights
-from ..model.package import ModelPackage
+from ..model.package import QUALITY_NET_FILE as NET_FILE
+from ..model.package import ModelPackage, section_file
 from .predictor import LinearQuality, QualityNet
 
-NET_FILE = "quality_net.safetensors"
+__all__ = ["NET_FILE", "has_quality", "load_quality"]
 
 
 def has_quality(package: ModelPackage) -> bool:
-    """True when the package carries trained quality predictors."""
-    return "quality" in package.card.extra and NET_FILE in package.card.files
+    """True when the package carries trained quality predictors (its card's ``quality`` section names the network)."""
+    return section_file(package.card, "quality") is not None
 
 
 def load_quality(package: ModelPackage) -> tuple[LinearQuality, QualityNet, float]:
     """The linear predictor, the network (eval mode, CPU) and the volume spread scale of a package."""
     section = package.card.extra["quality"]
     net = QualityNet()
-    load_weights(net, package.file(NET_FILE), package.card.files[NET_FILE])
+    name = section_file(package.card, "quality")
+    load_weights(net, package.file(name), package.card.files.get(name))
     return LinearQuality(**section["linear"]), net.eval(), float(section["volume_scale"])

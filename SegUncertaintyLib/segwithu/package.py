@@ -6,15 +6,15 @@ import torch
 
 from ..errors import ModelError
 from ..model.backbones import load_weights
-from ..model.package import ModelPackage
+from ..model.package import HEAD_FILE, ModelPackage, section_file
 from .network import HeadConfig, SegWithUHead
 
-HEAD_FILE = "head.safetensors"
+__all__ = ["HEAD_FILE", "has_head", "load_head"]
 
 
 def has_head(package: ModelPackage) -> bool:
-    """True when the package carries a trained SegWithU head."""
-    return bool(package.card.head) and HEAD_FILE in package.card.files
+    """True when the card has a ``head`` section (its file was checked when the package was loaded)."""
+    return section_file(package.card, "head") is not None
 
 
 def load_head(package: ModelPackage, device: torch.device | str = "cpu") -> SegWithUHead:
@@ -27,5 +27,6 @@ def load_head(package: ModelPackage, device: torch.device | str = "cpu") -> SegW
         head = SegWithUHead(HeadConfig(**package.card.head["config"]))
     except (TypeError, ValueError, KeyError) as exc:
         raise ModelError(f"the head section of {package.path / 'model.json'} is malformed: {exc}") from None
-    load_weights(head, package.file(HEAD_FILE), package.card.files[HEAD_FILE])
+    name = section_file(package.card, "head")
+    load_weights(head, package.file(name), package.card.files.get(name))
     return head.to(device).eval()
