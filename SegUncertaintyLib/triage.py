@@ -1,12 +1,20 @@
 """``seguncertainty triage``: every volume of a folder through ``predict``, then a worklist, worst first.
 
 Each case gets its own folder ``<output>/cases/<name>/`` with predict's outputs, ``report.html`` and
-``thumbnail.png``. A case whose ``summary.json`` is there is finished and is not run again, so an
-interrupted triage resumes where it stopped (predict writes a case's files all or nothing). A case
-that fails (an unreadable file) is listed with its error; the others go on. The worklist
-(``worklist.csv``, ``worklist.html``) is rewritten every few cases and at the end: worst estimated Dice first
-(cases without an estimate after, by expected wrong volume), with the volume and its interval, the
-fragile volume, the region count, a thumbnail and a link to each report.
+``thumbnail.png``. A case's name is its file name without the volume suffix (``a`` for ``a.nrrd``);
+when two inputs would share one (``a.nrrd`` and ``a.nii.gz``), each keeps its whole file name
+(``a.nrrd``, ``a.nii.gz``), so no two inputs ever share a case folder; names depend only on the
+inputs present, so a resumed triage finds the same folders. A case whose ``summary.json`` is there
+(and came from this input) is finished and is not run again, so an interrupted triage resumes where
+it stopped (predict writes a case's files all or nothing). One case's failure never stops the batch:
+whatever goes wrong with it (an unreadable file, its report, a bug) is kept in its ``failed.json``,
+listed with it in the worklist, and the others go on. The worklist (``worklist.csv``,
+``worklist.html``) is rewritten every few cases and at the end: worst estimated Dice first (cases
+without an estimate after, by expected wrong volume), with the volume and its interval, the fragile
+volume, the region count, a thumbnail and a link to each report (only to a report that was written).
+
+One triage at a time writes into an output folder: it holds the folder's lock (see
+:class:`~.fsutil.FolderLock`), and a second one is refused with a message.
 """
 
 from __future__ import annotations
@@ -14,18 +22,29 @@ from __future__ import annotations
 import csv
 import html
 import io
-import json
 import os
+import traceback
+from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from .errors import Cancelled, SegUncertaintyError
+from .errors import Cancelled, OutputError, SegUncertaintyError
 from .fragility.config import FragilityConfig
-from .fsutil import atomic_write
+from .fsutil import FolderLock, atomic_write, dumps_strict, loads_strict, remove_debris
 from .model.package import ModelPackage, load_package
 from .pipeline import predict_to_files
 from .progress import Progress
-from .reporting.case_report import REPORT_FILE, STYLE, case_thumbnail, data_uri, read_run, save_report
+from .reporting.case_report import (
+    REPORT_FILE,
+    STYLE,
+    case_thumbnail,
+    data_uri,
+    read_regions,
+    read_run,
+    read_summary,
+    save_report,
+)
 from .review.regions import DEFAULT_THRESHOLD
 
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii.gz", ".nii", ".mha", ".mhd")
@@ -35,12 +54,32 @@ WORKLIST_EVERY = 10  # cases between rewrites of the worklist (and always at the
 
 
 def case_name(path: Path) -> str:
-    """The case's name: the file name without its volume suffix (or the DICOM folder's name)."""
+    """The file name without its volume suffix (or the DICOM folder's name): a case's name unless it collides."""
     name = path.name
     for suffix in VOLUME_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def case_names(inputs: list[Path]) -> list[str]:
+    """Unique case names for ``inputs`` (one folder each), deterministic for a given set of inputs.
+
+    A name is :func:`case_name`; inputs whose names collide (ignoring case, as some file systems do)
+    keep their whole file name instead (``a.nrrd``, ``a.nii.gz``); a name still taken then gets
+    ``-2``, ``-3``, ... in the order of ``inputs``.
+    """
+    stems = [case_name(p) for p in inputs]
+    counts = Counter(stem.casefold() for stem in stems)
+    names, taken = [], set()
+    for path, stem in zip(inputs, stems, strict=True):
+        base = path.name if counts[stem.casefold()] > 1 else stem
+        name, n = base, 2
+        while name.casefold() in taken:
+            name, n = f"{base}-{n}", n + 1
+        taken.add(name.casefold())
+        names.append(name)
+    return names
 
 
 def find_inputs(input_dir: Path) -> list[Path]:
@@ -66,48 +105,95 @@ def find_inputs(input_dir: Path) -> list[Path]:
     return found
 
 
+def is_finished(folder: Path, source: Path) -> bool:
+    """True when ``folder`` holds a finished predict result of ``source`` (its ``summary.json`` names it)."""
+    try:
+        summary = read_summary(folder)
+    except SegUncertaintyError:
+        return False
+    recorded = Path(summary["input"]["path"]).name
+    names = {source.name}
+    try:
+        names.add(source.resolve().name)
+    except OSError:
+        pass
+    return recorded in names
+
+
+def _failure(folder: Path) -> dict[str, Any] | None:
+    try:
+        record = loads_strict((folder / FAILED_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {"error": f"the case failed ({FAILED_FILE} is damaged)"}
+    if not isinstance(record, dict) or not isinstance(record.get("error"), str):
+        return {"error": f"the case failed ({FAILED_FILE} is damaged)"}
+    return record
+
+
+def _done_row(folder: Path, name: str) -> dict[str, Any]:
+    summary = read_summary(folder)
+    quality = summary.get("quality") or {}
+    forecast = quality.get("volume_forecast_ml")
+    regions = read_regions(folder, summary)
+    interval = forecast["interval_90"] if forecast else None
+    if interval is not None and not (isinstance(interval, list) and len(interval) == 2):
+        raise SegUncertaintyError("its summary.json holds no valid quality.volume_forecast_ml.interval_90")
+    applicability = summary.get("applicability") or {}
+    return {
+        "status": "done",
+        "outside": applicability.get("within") is False,
+        "outside_reasons": "; ".join(applicability.get("reasons", [])),
+        "estimated_dice": quality.get("estimated_dice"),
+        "estimated_dice_net": quality.get("estimated_dice_net"),
+        "needs_review": quality.get("needs_review"),
+        "volume_ml": round(sum(c["volume_ml"] for c in summary["classes"]), 4),
+        "interval_90_ml": interval,
+        "fragile_ml": (summary.get("fragility") or {}).get("fragile_volume_ml"),
+        "expected_wrong_ml": round(sum(float(r["expected_error_ml"]) for r in regions), 4),
+        "regions": len(regions),
+        "report": f"cases/{name}/{REPORT_FILE}",
+    }
+
+
 def worklist_rows(output_dir: Path, inputs: list[Path]) -> list[dict[str, Any]]:
-    """One row per input, from what its case folder holds, worst first."""
+    """One row per input, from what its case folder holds, worst first.
+
+    A case is ``done`` only when its result is finished and its report was written; a recorded
+    failure makes it ``failed`` (with the error); anything else is ``pending``.
+    """
     rows = []
-    for source in inputs:
-        folder = output_dir / "cases" / case_name(source)
-        row: dict[str, Any] = {"case": case_name(source), "input": str(source), "folder": str(folder)}
-        if (folder / "summary.json").is_file():
-            summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-            quality = summary.get("quality") or {}
-            forecast = quality.get("volume_forecast_ml")
-            regions = json.loads((folder / summary["outputs"]["regions"]).read_text(encoding="utf-8"))["regions"]
-            row.update(
-                status="done",
-                estimated_dice=quality.get("estimated_dice"),
-                estimated_dice_net=quality.get("estimated_dice_net"),
-                needs_review=quality.get("needs_review"),
-                volume_ml=round(sum(c["volume_ml"] for c in summary["classes"]), 4),
-                interval_90_ml=forecast["interval_90"] if forecast else None,
-                fragile_ml=(summary.get("fragility") or {}).get("fragile_volume_ml"),
-                expected_wrong_ml=round(sum(r["expected_error_ml"] for r in regions), 4),
-                regions=len(regions),
-                report=f"cases/{case_name(source)}/{REPORT_FILE}",
-            )
-        elif (folder / FAILED_FILE).is_file():
-            row.update(status="failed", error=json.loads((folder / FAILED_FILE).read_text(encoding="utf-8"))["error"])
+    for source, name in zip(inputs, case_names(inputs), strict=True):
+        folder = output_dir / "cases" / name
+        row: dict[str, Any] = {"case": name, "input": str(source), "folder": str(folder)}
+        failure = _failure(folder)
+        if failure is not None:
+            row.update(status="failed", error=failure["error"])
+        elif is_finished(folder, source) and (folder / REPORT_FILE).is_file():
+            try:
+                row.update(_done_row(folder, name))
+            except (SegUncertaintyError, KeyError, TypeError, ValueError) as exc:
+                row.update(status="failed", error=f"cannot read the case's results: {_message(exc)}")
         else:
             row.update(status="pending")
         rows.append(row)
 
     def order(row: dict[str, Any]) -> tuple:
         if row["status"] != "done":
-            return (2, 0.0, row["case"])
+            return (3, 0.0, row["case"])
+        if row["outside"]:  # scans the model was not made for come first, whatever their estimate
+            return (0, -row["expected_wrong_ml"], row["case"])
         if row["estimated_dice"] is None:
-            return (1, -row["expected_wrong_ml"], row["case"])
-        return (0, row["estimated_dice"], row["case"])
+            return (2, -row["expected_wrong_ml"], row["case"])
+        return (1, row["estimated_dice"], row["case"])
 
     return sorted(rows, key=order)
 
 
 CSV_COLUMNS = (
-    "rank case status estimated_dice estimated_dice_net needs_review volume_ml interval_90_low_ml interval_90_high_ml "
-    "fragile_ml expected_wrong_ml regions report input error"
+    "rank case status outside estimated_dice estimated_dice_net needs_review volume_ml interval_90_low_ml "
+    "interval_90_high_ml fragile_ml expected_wrong_ml regions report input error outside_reasons"
 ).split()
 
 
@@ -132,7 +218,8 @@ def write_worklist(output_dir: Path, rows: list[dict[str, Any]]) -> tuple[Path, 
 <html lang="en"><head><meta charset="utf-8"><title>SegUncertainty worklist</title><style>{STYLE}
 td {{ vertical-align: middle; }} img.thumb {{ width: 120px; }}</style></head><body>
 <h1>Worklist</h1>
-<p class="muted">{done} of {len(rows)} cases done; worst estimated Dice first (estimated without ground truth).</p>
+<p class="muted">{done} of {len(rows)} cases done; scans outside what the model was trained on first, then the
+worst estimated Dice (estimated without ground truth).</p>
 <table><tr><th>#</th><th>case</th><th>estimated Dice</th><th>volume (mL), 90 % interval</th><th>fragile (mL)</th>
 <th>expected wrong (mL)</th><th>regions</th><th>slice through the worst region</th></tr>
 {"".join(cards)}
@@ -149,31 +236,77 @@ def _html_row(output_dir: Path, rank: int, row: dict[str, Any]) -> str:
         return f"<tr><td>{rank}</td><td>{name}</td><td colspan='6' class='muted'>{message}</td></tr>"
     dice = row["estimated_dice"]
     badge = ""
-    if dice is not None:
+    if row["outside"]:
+        reasons = html.escape(row["outside_reasons"])
+        badge = f"<span class='badge bad' title='{reasons}'>outside what the model was trained on</span>"
+    elif dice is not None:
         css = "bad" if row["needs_review"] else "good"
         badge = f"<span class='badge {css}'>{dice:.2f}</span>"
     interval = row["interval_90_ml"]
     volume = f"{row['volume_ml']:.3f}" + (f" ({interval[0]:.3f} – {interval[1]:.3f})" if interval else "")
     fragile = "–" if row["fragile_ml"] is None else f"{row['fragile_ml']:.3f}"
-    thumb = Path(row["folder"]) / THUMBNAIL_FILE
-    image = f"<img class='thumb' alt='{name}' src='{data_uri(thumb.read_bytes())}'>" if thumb.is_file() else ""
+    try:
+        thumb = (Path(row["folder"]) / THUMBNAIL_FILE).read_bytes()
+        image = f"<img class='thumb' alt='{name}' src='{data_uri(thumb)}'>"
+    except OSError:
+        image = ""
+    href = html.escape(quote(row["report"]))
     return (
-        f"<tr><td>{rank}</td><td><a href='{html.escape(row['report'])}'>{name}</a></td><td>{badge or '–'}</td>"
+        f"<tr><td>{rank}</td><td><a href='{href}'>{name}</a></td><td>{badge or '–'}</td>"
         f"<td>{volume}</td><td>{fragile}</td><td>{row['expected_wrong_ml']:.3f}</td><td>{row['regions']}</td>"
         f"<td>{image}</td></tr>"
     )
 
 
+def _message(exc: BaseException) -> str:
+    """A one-line account of a case's failure."""
+    if isinstance(exc, SegUncertaintyError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    text = str(exc).strip().splitlines()
+    detail = f": {text[0]}" if text else ""
+    return f"unexpected {type(exc).__name__}{detail} (please report this; the traceback is in {FAILED_FILE})"
+
+
+def record_failure(folder: Path, stage: str, exc: BaseException) -> str:
+    """Keep a case's failure in ``folder/failed.json`` (strict JSON) and return its message.
+
+    Args:
+        folder: the case folder (created if missing).
+        stage: ``"predict"`` or ``"report"`` (the report or the thumbnail).
+        exc: what went wrong; unexpected errors keep their traceback too.
+    """
+    message = _message(exc)
+    if stage == "report":
+        message = f"predicted, but the report could not be written: {message}"
+    record: dict[str, Any] = {"error": message, "stage": stage}
+    if not isinstance(exc, SegUncertaintyError | MemoryError):
+        record["traceback"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_write(folder / FAILED_FILE, dumps_strict(record, FAILED_FILE) + "\n")
+    except OSError as exc_write:
+        raise SegUncertaintyError(f"cannot record the failure of case {folder.name}: {exc_write.strerror}") from None
+    return message
+
+
 def finish_case(folder: Path, source: Path) -> None:
-    """The report and thumbnail of a predicted case (written only when missing)."""
-    if (folder / REPORT_FILE).is_file() and (folder / THUMBNAIL_FILE).is_file():
-        return
-    view = read_run(folder, source)
-    if not (folder / REPORT_FILE).is_file():
-        save_report(view)
-    if not (folder / THUMBNAIL_FILE).is_file():
-        with atomic_write(folder / THUMBNAIL_FILE) as staging:
-            staging.write_bytes(case_thumbnail(view))
+    """The report and thumbnail of a predicted case (written only when missing), holding the case's lock.
+
+    Raises:
+        SegUncertaintyError: the case's results cannot be read, or another run is writing into its folder.
+    """
+    with FolderLock(folder):
+        remove_debris(folder)
+        if (folder / REPORT_FILE).is_file() and (folder / THUMBNAIL_FILE).is_file():
+            return
+        view = read_run(folder, source)
+        if not (folder / REPORT_FILE).is_file():
+            save_report(view)
+        if not (folder / THUMBNAIL_FILE).is_file():
+            with atomic_write(folder / THUMBNAIL_FILE) as staging:
+                staging.write_bytes(case_thumbnail(view))
 
 
 def run_case(
@@ -184,17 +317,32 @@ def run_case(
     fragility: FragilityConfig | None,
     region_threshold: float,
 ) -> str:
-    """Predict one case into ``folder``: ``"ran"``, or ``"failed"`` with the reason in ``failed.json``."""
+    """Predict one case into ``folder``: ``"ran"``, or ``"failed"`` with the reason in ``failed.json``.
+
+    Any error of the case is recorded (only a cancellation goes on up): one case never stops a batch.
+    """
     try:
         predict_to_files(source, folder, package, device, fragility=fragility, region_threshold=region_threshold)
     except Cancelled:
         raise
-    except SegUncertaintyError as exc:
-        folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(folder / FAILED_FILE, json.dumps({"error": str(exc)}) + "\n")
+    except Exception as exc:
+        record_failure(folder, "predict", exc)
         return "failed"
     (folder / FAILED_FILE).unlink(missing_ok=True)
     return "ran"
+
+
+def _finish(folder: Path, source: Path) -> bool:
+    """:func:`finish_case`, recording its failure; True when the report and the thumbnail are there."""
+    try:
+        finish_case(folder, source)
+    except Cancelled:
+        raise
+    except Exception as exc:
+        record_failure(folder, "report", exc)
+        return False
+    (folder / FAILED_FILE).unlink(missing_ok=True)
+    return True
 
 
 def triage(
@@ -210,7 +358,8 @@ def triage(
 
     Args:
         input_dir: folder of volume files and DICOM folders.
-        output_dir: receives ``cases/<name>/`` per case, ``worklist.csv`` and ``worklist.html``.
+        output_dir: receives ``cases/<name>/`` per case (see :func:`case_names`), ``worklist.csv``
+            and ``worklist.html``.
         model: bundled model name or package folder.
         device: ``auto``, ``cpu`` or ``cuda``.
         fragility: also run the fragility search with these settings.
@@ -218,28 +367,44 @@ def triage(
         progress: receives stage ``"triage"`` after every case.
 
     Returns:
-        Counts (``cases``, ``ran``, ``skipped``, ``failed``) and the worklist paths.
+        Counts (``cases``, ``ran``, ``skipped``, ``failed``: a case whose report failed counts as
+        failed) and the worklist paths.
+
+    Raises:
+        SegUncertaintyError: no input, the model cannot be loaded, the output folder cannot be
+            written, or another run is writing into it (no case's own failure ever does).
     """
     report = progress or Progress()
     inputs = find_inputs(Path(input_dir))
+    names = case_names(inputs)
     output_dir = Path(output_dir)
-    (output_dir / "cases").mkdir(parents=True, exist_ok=True)
-    package = load_package(model)
-    counts = {"ran": 0, "skipped": 0, "failed": 0}
     try:
-        for n, source in enumerate(inputs):
-            folder = output_dir / "cases" / case_name(source)
-            if (folder / "summary.json").is_file():
-                counts["skipped"] += 1
-            else:
-                counts[run_case(source, folder, package, device, fragility, region_threshold)] += 1
-            if (folder / "summary.json").is_file():
-                finish_case(folder, source)
-            if (n + 1) % WORKLIST_EVERY == 0:
-                write_worklist(output_dir, worklist_rows(output_dir, inputs))
-            report("triage", (n + 1) / len(inputs), case_name(source))
-    finally:  # also when cancelled: the worklist shows what is done
-        write_worklist(output_dir, worklist_rows(output_dir, inputs))
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write into output folder {output_dir}: {exc.strerror}") from None
+    counts = {"ran": 0, "skipped": 0, "failed": 0}
+    with FolderLock(output_dir):
+        remove_debris(output_dir)  # a killed triage's half-written worklist
+        try:
+            (output_dir / "cases").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot write into output folder {output_dir}: {exc.strerror}") from None
+        package = load_package(model)
+        try:
+            for n, (source, name) in enumerate(zip(inputs, names, strict=True)):
+                folder = output_dir / "cases" / name
+                if is_finished(folder, source):
+                    outcome = "skipped"
+                else:
+                    outcome = run_case(source, folder, package, device, fragility, region_threshold)
+                if outcome != "failed" and not _finish(folder, source):
+                    outcome = "failed"
+                counts[outcome] += 1
+                if (n + 1) % WORKLIST_EVERY == 0:
+                    write_worklist(output_dir, worklist_rows(output_dir, inputs))
+                report("triage", (n + 1) / len(inputs), name)
+        finally:  # also when cancelled: the worklist shows what is done
+            write_worklist(output_dir, worklist_rows(output_dir, inputs))
     return {
         "cases": len(inputs),
         **counts,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +18,10 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
-from ..fsutil import atomic_write
+from ..fsutil import FolderLock, atomic_write, loads_strict
 from ..io import read_volume
 from ..quality.features import regions as outline_band
-from ..volume import Volume
+from ..volume import Geometry, Volume
 from . import figures
 
 REPORT_FILE = "report.html"
@@ -49,42 +48,171 @@ class RunView:
     regions: list[dict[str, Any]]
 
 
+# a grid read back from a file is the input's when within this (NIfTI stores its geometry in float32)
+GRID_ATOL = 1e-6  # mm for spacing and origin; plain for the direction cosines
+GRID_RTOL = 1e-6  # of the spacing's and origin's magnitude (float32 holds about 7 digits)
+
+
+def grid_mismatch(a: Geometry, b: Geometry) -> str | None:
+    """How two grids differ, or None when they are the same within :data:`GRID_ATOL` / :data:`GRID_RTOL`.
+
+    Grids are compared with a tolerance, never exactly: a file round trip moves an oblique grid's
+    spacing and direction by about 1e-16, NIfTI's float32 storage its origin by about 1e-5 mm.
+    """
+    if a.shape != b.shape:
+        return f"size {a.shape[::-1]} against {b.shape[::-1]} voxels (i, j, k)"
+    for name, x, y, rtol in (
+        ("spacing", a.spacing, b.spacing, GRID_RTOL),
+        ("origin", a.origin, b.origin, GRID_RTOL),
+        ("direction", a.direction, b.direction, 0.0),
+    ):
+        if not np.allclose(x, y, atol=GRID_ATOL, rtol=rtol):
+            unit = "" if name == "direction" else " mm"
+            return f"{name} differs by up to {np.max(np.abs(np.subtract(x, y))):.3g}{unit}"
+    return None
+
+
+def _field(data: Any, dotted: str, kind: type | tuple[type, ...]) -> Any:
+    value = data
+    for key in dotted.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    if not isinstance(value, kind):
+        raise KeyError(dotted)
+    return value
+
+
+SUMMARY_FIELDS: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("version", str),
+    ("uncertainty", str),
+    ("input.path", str),
+    ("model.name", str),
+    ("outputs.segmentation", str),
+    ("outputs.probabilities", dict),
+    ("classes", list),
+)
+NUMBER = (int, float)
+CLASS_FIELDS = (("name", str), ("volume_ml", NUMBER), ("expected_volume_ml", NUMBER))
+# optional sections: checked when present
+SECTION_FIELDS = {
+    "quality": (
+        ("estimated_dice", NUMBER),
+        ("estimated_dice_net", NUMBER),
+        ("needs_review", bool),
+        ("bad_dice", NUMBER),
+    ),
+    "fragility": (("fragile_voxels", int), ("fragile_volume_ml", NUMBER)),
+}
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """``summary.json`` of a finished predict folder, checked for what the report and the worklist read.
+
+    Raises:
+        InputError: it is missing, damaged (not strict JSON), or not a predict summary; the message
+            is one line.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        raise InputError(f"{run_dir} has no summary.json: not a finished seguncertainty predict output folder")
+    try:
+        summary = loads_strict(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise InputError(f"cannot read {path}: {reason}; run predict into {run_dir} again") from None
+    try:
+        if not isinstance(summary, dict):
+            raise KeyError("top-level object")
+        for dotted, kind in SUMMARY_FIELDS:
+            _field(summary, dotted, kind)
+        for row in summary["classes"]:
+            for dotted, kind in CLASS_FIELDS:
+                _field(row, dotted, kind)
+            interval = row.get("volume_interval_ml")
+            if not (isinstance(interval, list) and len(interval) == 2):
+                raise KeyError("classes[].volume_interval_ml")
+        for section, fields in SECTION_FIELDS.items():
+            if summary.get(section):
+                for dotted, kind in fields:
+                    _field(summary, f"{section}.{dotted}", kind)
+    except KeyError as exc:
+        raise InputError(
+            f"{path} is not a summary seguncertainty predict wrote ({exc.args[0]} missing or not valid); "
+            f"run predict into {run_dir} again"
+        ) from None
+    return summary
+
+
+def _output(run_dir: Path, name: Any) -> Path:
+    if not isinstance(name, str) or Path(name).name != name:
+        raise InputError(f"{run_dir}/summary.json names an output file {name!r} that is not a plain file name")
+    path = run_dir / name
+    if not path.is_file():
+        raise InputError(f"{path} is listed in summary.json but missing; run predict into {run_dir} again")
+    return path
+
+
+def read_regions(run_dir: str | os.PathLike, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The entries of a predict folder's ``regions.json``, worst first (none when the summary lists no such file).
+
+    Raises:
+        InputError: the file is missing or damaged.
+    """
+    run_dir = Path(run_dir)
+    if "regions" not in summary["outputs"]:
+        return []
+    path = _output(run_dir, summary["outputs"]["regions"])
+    try:
+        regions = loads_strict(path.read_text(encoding="utf-8"))["regions"]
+        if not isinstance(regions, list) or not all(isinstance(r, dict) for r in regions):
+            raise TypeError("regions is not a list of regions")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}; run predict into {run_dir} again") from None
+    return regions
+
+
 def read_run(run_dir: str | os.PathLike, input_path: str | os.PathLike | None = None) -> RunView:
     """Read a folder ``predict`` wrote, and its input image (``input_path``, else the one ``summary.json`` names).
 
     Raises:
-        InputError: not a finished predict folder, the input is gone, or it is not on the outputs' grid.
+        InputError: not a finished predict folder (or a damaged one), the input is gone, or it is not
+            on the outputs' grid (compared within :func:`grid_mismatch`'s tolerance).
     """
     run_dir = Path(run_dir)
-    summary_path = run_dir / "summary.json"
-    if not summary_path.is_file():
-        raise InputError(f"{run_dir} has no summary.json: not a finished seguncertainty predict output folder")
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    summary = read_summary(run_dir)
     source = Path(input_path) if input_path is not None else Path(summary["input"]["path"])
     if not source.exists():
         raise InputError(f"the input volume {source} is not there any more; pass it with --input")
     image = read_volume(source)
-    labels = read_volume(run_dir / summary["outputs"]["segmentation"], allow_constant=True)
-    if image.geometry != labels.geometry:
-        raise InputError(f"{source} is not on the grid of the outputs in {run_dir}; pass the input predict read")
     outputs = summary["outputs"]
-    maps = outputs.get("maps", {})
+    labels = read_volume(_output(run_dir, outputs["segmentation"]), allow_constant=True)
+    mismatch = grid_mismatch(image.geometry, labels.geometry)
+    if mismatch is not None:
+        raise InputError(
+            f"{source} is not on the grid of the outputs in {run_dir} ({mismatch}); pass the input predict read"
+        )
+    maps = outputs.get("maps") or {}
+    if not isinstance(maps, dict):
+        raise InputError(f"{run_dir}/summary.json is not a summary seguncertainty predict wrote (no valid maps)")
     if "error_probability" in maps:
         risk_name, risk = (
             "error_probability",
-            read_volume(run_dir / maps["error_probability"], allow_constant=True).array,
+            read_volume(_output(run_dir, maps["error_probability"]), allow_constant=True).array,
         )
     else:
         files = outputs.get("calibrated_probabilities") or outputs["probabilities"]
-        foreground = np.stack([read_volume(run_dir / name, allow_constant=True).array for name in files.values()])
+        foreground = np.stack(
+            [read_volume(_output(run_dir, name), allow_constant=True).array for name in files.values()]
+        )
         every = np.concatenate([1.0 - foreground.sum(axis=0, keepdims=True), foreground])
         risk_name, risk = "1 - max probability", (1.0 - every.max(axis=0)).astype(np.float32)
-    fragile = read_volume(run_dir / maps["fragile"], allow_constant=True).array > 0 if "fragile" in maps else None
-    regions = (
-        json.loads((run_dir / outputs["regions"]).read_text(encoding="utf-8"))["regions"]
-        if "regions" in outputs
-        else []
-    )
+    fragile = None
+    if "fragile" in maps:
+        fragile = read_volume(_output(run_dir, maps["fragile"]), allow_constant=True).array > 0
+    regions = read_regions(run_dir, summary)
+    for name, array in (("the risk map", risk), ("the fragile map", fragile)):
+        if array is not None and array.shape != labels.array.shape:
+            raise InputError(f"{name} in {run_dir} is not on the segmentation's grid; run predict again")
     return RunView(run_dir, summary, image, labels.array, risk, risk_name, fragile, regions)
 
 
@@ -119,7 +247,23 @@ def data_uri(png: bytes) -> str:
 
 
 def _quality_block(summary: dict[str, Any]) -> str:
+    applicability = summary.get("applicability") or {}
+    outside = ""
+    if applicability.get("within") is False:  # in place of any verdict of the estimate
+        reasons = "".join(f"<li>{html.escape(str(r))}</li>" for r in applicability.get("reasons", []))
+        outside = (
+            "<p class='estimate'><span class='badge bad'>outside what this model was trained on</span> "
+            "Review the whole segmentation: no estimate is a verdict on a scan the model was not made for.</p>"
+            f"<ul class='muted'>{reasons}</ul>"
+        )
     quality = summary.get("quality")
+    if outside:
+        if not quality:
+            return outside
+        return outside + (
+            f"<p class='muted'>Estimated Dice {quality['estimated_dice']:.2f} (not a verdict here: "
+            "estimated without ground truth, on a scan outside the model's training world).</p>"
+        )
     if not quality:
         return (
             "<p class='muted'>No estimated Dice: the model package has no quality predictor, "
@@ -239,8 +383,18 @@ estimate of the error rate among those accepted (no ground truth).</figcaption><
 
 
 def write_report(run_dir: str | os.PathLike, input_path: str | os.PathLike | None = None) -> Path:
-    """Write ``report.html`` into a predict output folder (atomically) and return its path."""
-    return save_report(read_run(run_dir, input_path))
+    """Write ``report.html`` into a predict output folder (atomically) and return its path.
+
+    The folder's lock is held meanwhile, so a report is never written beside a run that is replacing
+    the folder's results.
+
+    Raises:
+        InputError: see :func:`read_run`.
+        OutputError: another run is writing into the folder, or it cannot be written.
+    """
+    read_summary(run_dir)  # a folder that is no predict folder gets that message, not one about its lock
+    with FolderLock(run_dir):
+        return save_report(read_run(run_dir, input_path))
 
 
 def save_report(view: RunView) -> Path:

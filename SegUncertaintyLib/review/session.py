@@ -7,13 +7,13 @@ The session lives in its own folder::
 
 The original segmentation is only read. Every change is written atomically (the label map first,
 then ``review.json``), so a crash at any moment leaves the last saved state, which
-:meth:`ReviewSession.load` reopens.
+:meth:`ReviewSession.load` reopens; it also removes the ``.partial`` files such a crash leaves.
+``review.json`` is strict JSON (no NaN or Infinity).
 """
 
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,13 +23,37 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, dumps_strict, is_partial_file, loads_strict
 from ..io import read_volume, write_volume
 from ..volume import Volume
 from .regions import Region, remaining_risk
 
 SESSION_FILE = "review.json"
+CORRECTIONS = "corrections"
 STATUSES = ("pending", "accepted", "corrected")
+
+
+def remove_orphan_partials(folder: str | os.PathLike) -> list[str]:
+    """Remove the ``.partial`` files interrupted writes left in a session folder and its corrections.
+
+    Only the temporary files :func:`~..fsutil.atomic_write` makes are touched (``review.json`` and
+    the corrections are written only through it), never anything else.
+
+    Returns:
+        The removed files, relative to ``folder``, sorted.
+    """
+    folder = Path(folder)
+    removed = []
+    for where, prefix in ((folder, ""), (folder / CORRECTIONS, f"{CORRECTIONS}/")):
+        try:
+            entries = list(where.iterdir())
+        except OSError:
+            continue
+        for path in entries:
+            if is_partial_file(path.name) and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(prefix + path.name)
+    return sorted(removed)
 
 
 @dataclass
@@ -43,6 +67,7 @@ class ReviewSession:
         status: region label -> ``"pending"``, ``"accepted"`` or ``"corrected"``.
         log: one entry per action: time (ISO 8601, UTC), reviewer, region, action, voxels changed, file.
         version: number of corrections saved (0: the original is current).
+        removed_partials: the orphan ``.partial`` files :meth:`load` removed (relative to ``folder``).
     """
 
     folder: Path
@@ -51,6 +76,7 @@ class ReviewSession:
     status: dict[int, str] = field(default_factory=dict)
     log: list[dict[str, Any]] = field(default_factory=list)
     version: int = 0
+    removed_partials: list[str] = field(default_factory=list, repr=False, compare=False)
 
     @classmethod
     def start(cls, folder: str | os.PathLike, original: str | os.PathLike, regions: list[Region]) -> ReviewSession:
@@ -65,11 +91,18 @@ class ReviewSession:
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> ReviewSession:
-        """Reopen a saved session (after a restart or a crash)."""
+        """Reopen a saved session (after a restart or a crash).
+
+        The temporary ``.partial`` files of writes a crash interrupted (of ``review.json`` or of a
+        correction) are removed; the saved state never refers to them.
+
+        Raises:
+            InputError: ``review.json`` is missing or damaged.
+        """
         path = Path(folder) / SESSION_FILE
         try:
-            data = json.loads(path.read_text())
-            return cls(
+            data = loads_strict(path.read_text(encoding="utf-8"))
+            session = cls(
                 folder=Path(folder),
                 original=Path(data["original"]),
                 regions=[Region.from_dict(r) for r in data["regions"]],
@@ -77,8 +110,10 @@ class ReviewSession:
                 log=data["log"],
                 version=int(data["version"]),
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"cannot read the review session {path}: {exc}") from None
+        session.removed_partials = remove_orphan_partials(session.folder)
+        return session
 
     def save(self) -> None:
         """Write ``review.json`` atomically."""
@@ -92,14 +127,15 @@ class ReviewSession:
             "status": {str(k): v for k, v in self.status.items()},
             "log": self.log,
         }
+        text = dumps_strict(data, SESSION_FILE) + "\n"
         with atomic_write(self.folder / SESSION_FILE) as tmp:
-            tmp.write_text(json.dumps(data, indent=2) + "\n")
+            tmp.write_text(text, encoding="utf-8")
 
     def current_path(self) -> Path:
         """The current segmentation's file: the latest correction, or the original."""
         if self.version == 0:
             return self.original
-        return self.folder / "corrections" / f"segmentation_v{self.version:03d}.nrrd"
+        return self.folder / CORRECTIONS / f"segmentation_v{self.version:03d}.nrrd"
 
     def current(self) -> Volume:
         """The current segmentation."""
@@ -130,8 +166,8 @@ class ReviewSession:
         if labels.shape != current.array.shape:
             raise InputError(f"corrected label map of shape {labels.shape} is not on the grid {current.array.shape}")
         changed = int((labels != current.array).sum())
-        (self.folder / "corrections").mkdir(exist_ok=True)
-        path = self.folder / "corrections" / f"segmentation_v{self.version + 1:03d}.nrrd"
+        (self.folder / CORRECTIONS).mkdir(exist_ok=True)
+        path = self.folder / CORRECTIONS / f"segmentation_v{self.version + 1:03d}.nrrd"
         write_volume(labels.astype(np.uint8), current.geometry, path)
         self.version += 1
         self._record(label, "corrected", reviewer, changed=changed, file=path.name)
