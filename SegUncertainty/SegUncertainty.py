@@ -745,6 +745,13 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
                     name=row["name"], volume=row["volume_ml"], low=low, high=high
                 )
             )
+        applicability = self.results.summary.get("applicability", {})
+        if applicability.get("within") is False:  # no estimate is a verdict on a scan the model was not made for
+            lines.append(
+                _("OUTSIDE what this model was trained on; review everything: {reasons}").format(
+                    reasons="; ".join(applicability["reasons"])
+                )
+            )
         quality = self.results.summary.get("quality")
         if quality:
             verdict = _("needs review") if quality["needs_review"] else _("likely acceptable")

@@ -1,7 +1,8 @@
 """The ``seguncertainty`` command.
 
 Subcommands: ``predict``, ``demo``, ``models``, ``evaluate``, ``prepare-data``, ``export-cases``,
-``train-backbone``, ``prepare-replay``, ``train-head``, ``train-quality``, ``triage``, ``report``.
+``train-backbone``, ``prepare-replay``, ``train-head``, ``train-quality``, ``fit-applicability``, ``triage``,
+``report``.
 Each is a thin layer over a library function. A failure the user can act on prints
 ``error: <message>`` (and, with ``--progress json``, an ``{"event": "error"}`` line) and exits 1;
 Ctrl-C or SIGTERM cancel cleanly (exit 130 / 143) without leaving partial outputs. Set
@@ -27,6 +28,7 @@ from . import __version__
 from .child_process import STOP_ON_STDIN_EOF
 from .errors import Cancelled, InputError, SegUncertaintyError
 from .fragility.config import TRAINABLE  # plain Python: --help stays free of torch
+from .outputs import describe_removed
 from .progress import Progress, make_progress
 
 EXIT_ERROR, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM = 1, 70, 130, 143
@@ -137,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="segment a volume and write the label map, probabilities, summary")
     predict.add_argument("--input", required=True, help="volume file (NRRD, NIfTI, MHA) or DICOM series folder")
+    predict.add_argument(
+        "--series",
+        metavar="UID",
+        help="the SeriesInstanceUID to read from a DICOM folder holding several series (the error lists them)",
+    )
     predict.add_argument("--output-dir", required=True, help="folder for the outputs (created if missing)")
     predict.add_argument(
         "--model", default=None, help="bundled model name or model package folder (default: lidc-nodule)"
@@ -271,6 +278,20 @@ def build_parser() -> argparse.ArgumentParser:
     _device_option(quality)
     _progress_option(quality)
 
+    applicability = commands.add_parser(
+        "fit-applicability", help="fit the package's novelty reference (is a scan what the model was made for?)"
+    )
+    applicability.add_argument("--model", required=True, help="model package folder (or bundled name)")
+    applicability.add_argument(
+        "--data", choices=("lidc",), default="lidc", help="its head-calibration split is the reference (default: lidc)"
+    )
+    applicability.add_argument("--cache-dir", type=Path, default=None)
+    applicability.add_argument(
+        "--alpha", type=float, default=0.02, help="share of scans like the reference called outside (default: 0.02)"
+    )
+    _device_option(applicability)
+    _progress_option(applicability)
+
     triage = commands.add_parser(
         "triage", help="run every volume of a folder (resumable) and write a worklist, worst estimated Dice first"
     )
@@ -309,6 +330,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
             f"voxels around RAS ({', '.join(f'{c:.1f}' for c in worst['centroid_ras'])})",
             file=sys.stderr,
         )
+    applicability = summary["applicability"]
+    if not applicability["within"]:
+        print(f"  OUTSIDE what this model was trained on: {'; '.join(applicability['reasons'])}", file=sys.stderr)
+    if summary.get("replaced_files"):
+        print(f"  {describe_removed(summary['replaced_files'])}", file=sys.stderr)
     seconds, memory = summary["timings_s"]["total"], summary["peak_memory_mb"]
     print(f"  total {seconds:.1f} s on {summary['device']}, peak memory {memory:.0f} MiB", file=sys.stderr)
 
@@ -318,6 +344,9 @@ def _predict(args: argparse.Namespace, progress: Progress, input_path: str) -> d
 
     fragility = fragility_config(args, args.fragility)
     progress.stages = predict_stages(fragility is not None)
+    series = getattr(args, "series", None)  # demo has no --series
+    if series is not None and args.report:  # the report reads the input again, by the path in summary.json alone
+        raise SegUncertaintyError("--report cannot re-read a chosen DICOM series yet; run predict without --report")
     summary = predict_to_files(
         input_path,
         args.output_dir,
@@ -329,8 +358,11 @@ def _predict(args: argparse.Namespace, progress: Progress, input_path: str) -> d
         args.samples,
         fragility,
         args.region_threshold,
+        series,
     )
     result = {"summary": str(Path(args.output_dir) / "summary.json"), **summary["outputs"]}
+    result["replaced_files"] = summary["replaced_files"]
+    result["applicability"] = summary["applicability"]
     if args.report:
         from .reporting.case_report import write_report
 
@@ -363,7 +395,7 @@ def _models(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
 
     summaries = list_models(args.packages)
     if args.json:
-        print(json.dumps(summaries, indent=2))
+        print(json.dumps(summaries, indent=2, allow_nan=False))
     else:
         for item in summaries:
             state = "ready" if item["ready"] else f"not ready: {item['problem']}"
@@ -510,6 +542,27 @@ def _train_quality(args: argparse.Namespace, progress: Progress) -> dict[str, An
     return {"package": str(args.model)}
 
 
+def _fit_applicability(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .applicability import fit_applicability
+    from .data.datasets import load_dataset_cases
+    from .model.package import load_package, write_card
+
+    package = load_package(args.model)
+    cases = load_dataset_cases(args.data, "calibration", args.cache_dir)
+    section = fit_applicability(package, cases, args.device, args.alpha, progress)
+    section["fitted_on"] = f"{args.data} head-calibration split ({len(cases)} scans; never seen by the backbone)"
+    section["command"] = args.command_line
+    package.card.extra["applicability"] = section
+    write_card(package.card, package.path)
+    if args.progress == "text":
+        print(
+            f"applicability fitted on {len(cases)} scans: novelty threshold {section['threshold']:.2f} "
+            f"(alpha {section['alpha']})",
+            file=sys.stderr,
+        )
+    return {"package": str(package.path)}
+
+
 def _triage(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     from .triage import triage
 
@@ -553,6 +606,7 @@ COMMANDS = {
     "prepare-replay": _prepare_replay,
     "evaluate": _evaluate,
     "train-quality": _train_quality,
+    "fit-applicability": _fit_applicability,
     "triage": _triage,
     "report": _report,
 }

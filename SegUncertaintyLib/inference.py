@@ -102,14 +102,16 @@ def backbone_window(network: nn.Module, taps: Sequence[str] = ()) -> WindowFunct
     return run
 
 
-def head_window(network: nn.Module, head: SegWithUHead) -> WindowFunction:
-    """Window function giving the logits and the head's maps (``HEAD_MAPS``) from one backbone pass."""
+def head_window(network: nn.Module, head: SegWithUHead, taps: Sequence[str] = ()) -> WindowFunction:
+    """Window function giving the logits, the head's maps (``HEAD_MAPS``) and ``tap:<name>`` from one backbone pass."""
+    names = list(dict.fromkeys([*head.tap_names, *taps]))
 
     def run(window: torch.Tensor) -> dict[str, torch.Tensor]:
-        with FeatureTaps(network, head.tap_names) as hooks:
+        with FeatureTaps(network, names) as hooks:
             logits = network(window)
         outputs = head(logits, [hooks.features[name] for name in head.tap_names])
-        return {"logits": logits, **{name: getattr(outputs, name) for name in HEAD_MAPS}}
+        maps = {name: getattr(outputs, name) for name in HEAD_MAPS}
+        return {"logits": logits, **maps, **{f"tap:{name}": hooks.features[name] for name in taps}}
 
     return run
 
@@ -269,7 +271,7 @@ def predict_volume(
         network: an already loaded backbone (eval mode) to reuse; loaded from the package if None.
         head: a SegWithU head for this backbone; its maps come from the same backbone pass.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        taps: submodule names whose outputs to return, blended on the model grid (without a head).
+        taps: submodule names whose outputs to return, blended on the model grid (``features``).
         progress: receives stages ``"preprocess"``, ``"inference"``, ``"resample"``.
         locate: run a two-stage card's locating network first (see :mod:`.roi`).
 
@@ -299,7 +301,7 @@ def predict_volume(
     timings["preprocess"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    window_fn = head_window(network, head) if head is not None else backbone_window(network, taps)
+    window_fn = head_window(network, head, taps) if head is not None else backbone_window(network, taps)
     channels = card.num_classes + (len(HEAD_MAPS) if head is not None else 0)
     blended = blend_windows(window_fn, image, package, channels, report)
     blended = {name: order.from_network(value) for name, value in blended.items()}

@@ -41,13 +41,14 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .applicability import assess, novelty_tap
 from .baselines import SAMPLING_METHODS, SINGLE_PASS_METHODS, check_available, sampling_windows, single_pass_map
 from .errors import ModelError
 from .fragility.config import FragilityConfig
 from .fragility.replay import load_replay
 from .fragility.search import fragility_for
-from .inference import Prediction, predict_sampled, predict_volume
-from .io import check_writable_suffix, read_volume, write_volume
+from .inference import Prediction, predict_sampled, predict_volume, whole_volume
+from .io import check_usable_size, check_writable_suffix, read_volume, write_volume
 from .model.package import ModelPackage, check_card_files, load_package
 from .output_checks import check_prediction
 from .outputs import StagedOutput
@@ -167,7 +168,8 @@ def run_method(
             volume, package, windows, device, keep_sample_labels=keep_sample_labels, progress=progress
         )
     head = load_head(package) if method == "segwithu" else None
-    prediction = predict_volume(volume, package, head=head, device=device, progress=progress)
+    tap = novelty_tap(package) if "applicability" in package.card.extra else None  # read in the same pass
+    prediction = predict_volume(volume, package, head=head, device=device, taps=[tap] if tap else (), progress=progress)
     if method in SINGLE_PASS_METHODS:
         prediction.maps = single_pass_map(method, prediction.probabilities)
     return prediction
@@ -238,6 +240,26 @@ def write_outputs(
     return outputs
 
 
+WHOLE_VOLUME_MINIMUM = 16  # voxels along each axis: fewer cannot hold the anatomy a whole-volume network knows
+
+
+def minimum_voxels(package: ModelPackage) -> int | tuple[int, int, int]:
+    """The fewest voxels the network needs along each axis of its grid (of the input, for whole-volume networks).
+
+    A patch U-Net needs at least one cell of its deepest level: the product of its strides along
+    each axis (8 for strides 1, 2, 2, 2); a network whose strides the card does not give, at least 8.
+    """
+    if whole_volume(package):
+        return WHOLE_VOLUME_MINIMUM
+    strides = package.card.architecture.get("args", {}).get("strides")
+    if not strides:
+        return 8
+    per_axis = np.ones(3, dtype=np.int64)
+    for stride in strides:
+        per_axis *= np.broadcast_to(np.asarray(stride, dtype=np.int64), (3,))
+    return tuple(int(n) for n in per_axis)
+
+
 def predict_to_files(
     input_path: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -249,6 +271,7 @@ def predict_to_files(
     samples: int | None = None,
     fragility: FragilityConfig | None = None,
     region_threshold: float = DEFAULT_THRESHOLD,
+    series: str | None = None,
 ) -> dict[str, Any]:
     """Segment a volume file and write the outputs.
 
@@ -264,6 +287,7 @@ def predict_to_files(
         fragility: also run the fragility search with these settings (the package needs a replay set).
         region_threshold: voxels whose estimated probability of error reaches it form the high-risk
             regions (``regions.json``; see :func:`review_regions`).
+        series: the SeriesInstanceUID to read from a DICOM folder holding several series.
 
     Returns:
         The summary (also written as ``summary.json``).
@@ -281,7 +305,8 @@ def predict_to_files(
         load_replay(package)  # fail before the slow part
     report("read", 0.0)
     t0 = time.perf_counter()
-    volume = read_volume(input_path)
+    volume = read_volume(input_path, series=series)
+    check_usable_size(volume.geometry, package.card.target_spacing_mm, minimum_voxels(package), package.card.name)
     read_seconds = time.perf_counter() - t0
     report("read", 1.0)
 
@@ -303,7 +328,11 @@ def predict_to_files(
         summary = {
             "tool": "seguncertainty",
             "version": __version__,
-            "input": {"path": str(Path(input_path).resolve()), "geometry": volume.geometry.to_dict()},
+            "input": {
+                "path": str(Path(input_path).resolve()),
+                "geometry": volume.geometry.to_dict(),
+                **({"series": series} if series else {}),
+            },
             "model": {"name": package.card.name, "path": str(package.path.resolve()), "classes": classes},
             "model_grid": prediction.model_geometry.to_dict(),
             "uncertainty": method,
@@ -316,11 +345,15 @@ def predict_to_files(
         }
         if search is not None:
             summary["fragility"] = search.summary
+        summary["applicability"] = assess(volume, prediction, package)
         if method == "segwithu" and has_quality(package):
             from .quality.estimate import estimate_quality
 
             summary["quality"] = estimate_quality(volume, prediction, package)
-        out.commit(summary)
+            if not summary["applicability"]["within"]:  # an estimate for a scan it was not made for is no verdict
+                summary["quality"]["needs_review"] = True
+        replaced = out.commit(summary)
     report("write", 1.0)
     summary["output_dir"] = str(Path(output_dir).resolve())
+    summary["replaced_files"] = replaced  # an earlier run's files this run's summary does not list: removed
     return summary

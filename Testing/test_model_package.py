@@ -36,7 +36,11 @@ def test_card_round_trip_keeps_unknown_sections(bundled_package):
     data = bundled_package.card.to_dict()
     data["fragility"] = {"steps": 8, "radii_mm": [1, 2]}  # a section this version does not know
     card = ModelCard.from_dict(json.loads(json.dumps(data)))
-    assert card.extra == {"quality": data["quality"], "fragility": {"steps": 8, "radii_mm": [1, 2]}}
+    assert card.extra == {
+        "quality": data["quality"],
+        "applicability": data["applicability"],
+        "fragility": {"steps": 8, "radii_mm": [1, 2]},
+    }
     assert card.to_dict() == data
 
 

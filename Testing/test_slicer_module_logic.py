@@ -116,3 +116,15 @@ def test_run_folders_are_unique_and_a_run_past_its_time_is_stopped(module, tmp_p
         (waiting := original(volume, fragility=False, device="cpu")).wait(0.01)
     waiting.kill()
     waiting.wait(30)
+
+
+def test_a_scan_the_model_was_not_made_for_is_called_so_in_the_panel(module):
+    scene = headless.new_scene()
+    head = read_volume(sample_path("itk-t1-head.nii.gz"))  # a T1 MRI through the CT nodule model
+    box = (slice(19, 43), slice(32, 96), slice(32, 96))  # its centre: quick on the CPU
+    volume = nodes.add_volume(scene, head.array[box], head.geometry.cropped(box), "T1 head")
+    logic = module.SegUncertaintyLogic()
+    logic.process(volume, fragility=False, device="cpu")
+    text = logic.volumesText()
+    assert "OUTSIDE what this model was trained on" in text and "Hounsfield" in text
+    assert "needs review" in text and "likely acceptable" not in text
