@@ -6,18 +6,13 @@ import pytest
 
 from SegUncertaintyLib.volume import Geometry
 
-from .helpers import rotation
+from .helpers import oblique_grid
 
 
 @pytest.fixture
 def oblique_geometry() -> Geometry:
     """Anisotropic, non-axis-aligned grid with an off-centre origin."""
-    return Geometry(
-        shape=(20, 28, 32),
-        spacing=(0.8, 0.65, 2.5),
-        origin=(-120.5, 33.25, -410.0),
-        direction=tuple(rotation([1.0, 2.0, 0.5], 23.0).ravel()),
-    )
+    return oblique_grid()
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from SegUncertaintyLib.volume import Geometry
+
 
 def rotation(axis: np.ndarray, degrees: float) -> np.ndarray:
     """Rodrigues rotation matrix about ``axis``."""
@@ -32,3 +34,13 @@ def run_quietly(*args: str) -> int:
     from SegUncertaintyLib.cli import main
 
     return main([*args, "--device", "cpu", "--progress", "none"])
+
+
+def oblique_grid() -> Geometry:
+    """Anisotropic, non-axis-aligned grid with an off-centre origin (the ``oblique_geometry`` fixture)."""
+    return Geometry(
+        shape=(20, 28, 32),
+        spacing=(0.8, 0.65, 2.5),
+        origin=(-120.5, 33.25, -410.0),
+        direction=tuple(rotation([1.0, 2.0, 0.5], 23.0).ravel()),
+    )

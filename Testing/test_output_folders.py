@@ -28,7 +28,7 @@ from SegUncertaintyLib.review.session import ReviewSession
 from SegUncertaintyLib.triage import case_names
 from SegUncertaintyLib.volume import Geometry
 
-from .helpers import predict_args, rotation
+from .helpers import oblique_grid, predict_args
 
 REPO = Path(__file__).resolve().parents[1]
 STAGING_DEBRIS = ".staging-abcd1234"
@@ -53,16 +53,6 @@ def one_line_error(err: str) -> str:
 
 def hidden(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
-
-
-def oblique_grid() -> Geometry:
-    """The grid of the ``oblique_geometry`` fixture (module fixtures cannot use it; a test checks they agree)."""
-    return Geometry(
-        shape=(20, 28, 32),
-        spacing=(0.8, 0.65, 2.5),
-        origin=(-120.5, 33.25, -410.0),
-        direction=tuple(rotation([1.0, 2.0, 0.5], 23.0).ravel()),
-    )
 
 
 @pytest.fixture(scope="module")
