@@ -2,8 +2,8 @@
 
 Three checks, in this order (each failed check is a reason; any reason means *outside*):
 
-1. **Modality** (from the card alone): a CT model expects Hounsfield units, so air or lung below
-   -500 HU in at least 1 % of the voxels; an MR model expects no such values (a scan whose 1st
+1. **Modality** (from the card alone): a CT model expects Hounsfield units, so some fat or air
+   (a 1st percentile below 0); an MR model expects no Hounsfield-like values (a scan whose 1st
    percentile is below -500 is a CT in HU).
 2. **Resampling**: each voxel axis within a factor :data:`MAX_RESAMPLING` of the model's spacing;
    beyond that the network sees detail it was never shown, or an interpolated blur.
@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import DataError
 from .inference import Prediction
 from .model.package import ModelPackage
 from .preprocess import normalize_intensities
@@ -38,8 +39,7 @@ from .volume import Volume
 QUANTILES = (0.01, 0.05, 0.5, 0.95, 0.99)
 MAX_RESAMPLING = 4.0
 ALPHA = 0.02
-AIR_HU = -500.0  # below: air or lung; CT in HU has some, MR has none
-AIR_FRACTION = 0.01
+AIR_HU = -500.0  # below: air or lung, in HU; MR has no such values
 SHRINKAGE = 0.1  # covariance shrunk towards its mean variance: the reference has few scans per dimension
 
 
@@ -103,8 +103,10 @@ def fit_section(
         other half, ``alpha``, the number of scans in each half, the component names and the tap.
     """
     n = len(descriptors)
+    if not 0 < alpha < 1:
+        raise DataError(f"alpha must lie between 0 and 1, not {alpha}")
     if n < 20:
-        raise ValueError(f"{n} reference scans are too few to fit the novelty score (at least 20)")
+        raise DataError(f"{n} reference scans are too few to fit the novelty score (at least 20)")
     order = np.random.default_rng(seed).permutation(n)
     fit, held = descriptors[order[: n // 2]], descriptors[order[n // 2 :]]
     mean, precision, scale = _shrunk_precision(fit)
@@ -112,7 +114,7 @@ def fit_section(
     rank = math.ceil((len(held) + 1) * (1 - alpha))
     threshold = float(scores[min(rank, len(held)) - 1]) if rank <= len(held) else float("inf")
     if not math.isfinite(threshold):
-        raise ValueError(f"alpha {alpha} needs more than {len(held)} held-out scans")
+        raise DataError(f"alpha {alpha} needs more than {len(held)} held-out scans (use a larger alpha)")
     return {
         "method": "Mahalanobis distance (shrunk covariance), split-conformal threshold",
         "tap": tap,
@@ -146,14 +148,13 @@ def assess(volume: Volume, prediction: Prediction | None, package: ModelPackage)
     """
     card = package.card
     reasons = []
-    sample = volume.array[::2, ::2, ::2]
-    air = float(np.mean(sample < AIR_HU))
-    if card.modality.upper() == "CT" and air < AIR_FRACTION:
+    low = float(np.quantile(volume.array[::2, ::2, ::2], 0.01))
+    if card.modality.upper() == "CT" and low >= 0:
         reasons.append(
-            f"the model is for CT in Hounsfield units, but only {100 * air:.1f} % of the voxels are below "
-            f"{AIR_HU:g} (air, lung): not a CT in HU, or not a region this model knows"
+            f"the model is for CT in Hounsfield units, but 99 % of the voxels are {low:g} or more (no fat, no air): "
+            "not a CT in HU (an MR image?)"
         )
-    if card.modality.upper() == "MR" and float(np.quantile(sample, 0.01)) < AIR_HU:
+    if card.modality.upper() == "MR" and low < AIR_HU:
         reasons.append(f"the model is for MR, but the scan has Hounsfield-like values below {AIR_HU:g}: a CT?")
     for axis, (spacing, target) in enumerate(zip(volume.geometry.spacing, card.target_spacing_mm, strict=True)):
         factor = max(spacing / target, target / spacing)

@@ -345,8 +345,6 @@ def _predict(args: argparse.Namespace, progress: Progress, input_path: str) -> d
     fragility = fragility_config(args, args.fragility)
     progress.stages = predict_stages(fragility is not None)
     series = getattr(args, "series", None)  # demo has no --series
-    if series is not None and args.report:  # the report reads the input again, by the path in summary.json alone
-        raise SegUncertaintyError("--report cannot re-read a chosen DICOM series yet; run predict without --report")
     summary = predict_to_files(
         input_path,
         args.output_dir,
@@ -545,9 +543,13 @@ def _train_quality(args: argparse.Namespace, progress: Progress) -> dict[str, An
 def _fit_applicability(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     from .applicability import fit_applicability
     from .data.datasets import load_dataset_cases
-    from .model.package import load_package, write_card
+    from .model.package import CARD_NAME, NETWORK_SUFFIXES, load_package, write_card
 
+    if not 0 < args.alpha < 1:
+        raise InputError(f"--alpha must lie between 0 and 1, not {args.alpha}")
     package = load_package(args.model)
+    if not (package.path / CARD_NAME).is_file() or Path(args.model).suffix in NETWORK_SUFFIXES:
+        raise InputError(f"fit-applicability writes into a model package folder's {CARD_NAME}; {args.model} is not one")
     cases = load_dataset_cases(args.data, "calibration", args.cache_dir)
     section = fit_applicability(package, cases, args.device, args.alpha, progress)
     section["fitted_on"] = f"{args.data} head-calibration split ({len(cases)} scans; never seen by the backbone)"

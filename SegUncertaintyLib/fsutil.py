@@ -244,8 +244,10 @@ class FolderLock:
 
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # BlockingIOError: EWOULDBLOCK
+        except BlockingIOError:  # EWOULDBLOCK / EAGAIN: another process holds it
             return False
+        except OSError as exc:  # no locking on this file system (NFS without lockd, some FUSE mounts)
+            raise OutputError(f"cannot lock the output folder {self.folder}: {exc.strerror}") from None
         return True
 
     def _record(self) -> None:

@@ -343,12 +343,13 @@ def check_file_integrity(path: str | os.PathLike) -> None:
 
 # Slice positions: two slices closer than this along the normal are at the same position (a duplicate).
 DUPLICATE_MM = 0.01
-# Slice gaps may differ from their median by this share of it, or by EVEN_MM, whichever is larger.
-EVEN_FRACTION, EVEN_MM = 0.01, 0.01
+# Slice gaps may differ from their median by this share of it, or by EVEN_MM, whichever is larger: positions
+# rounded to 0.1 mm (some exporters and anonymisers) are even; a missing slice (a gap of 100 % more) never is.
+EVEN_FRACTION, EVEN_MM = 0.1, 0.1
 # Orientation cosines (ImageOrientationPatient) of all slices may differ by this much.
 ORIENTATION_TOLERANCE = 1e-4
-# A slice may lie this share of the smallest in-plane pixel size sideways of the line the grid puts it on.
-SHEAR_FRACTION = 0.1
+# A slice may lie this share of the smallest in-plane pixel size (or SHEAR_MM) sideways of the line the grid puts it on.
+SHEAR_FRACTION, SHEAR_MM = 0.1, 0.1
 
 DICOM_POSITION, DICOM_ORIENTATION, DICOM_PIXEL_SPACING = "0020|0032", "0020|0037", "0028|0030"
 DICOM_SERIES_DESCRIPTION = "0008|103e"
@@ -533,7 +534,7 @@ def check_dicom_slices(files: Sequence[str]) -> list[str]:
     stacked = np.array(positions)[order]
     sideways = stacked - stacked[0] - np.outer(along - along[0], normal)
     shift = float(np.linalg.norm(sideways, axis=1).max())
-    if shift > SHEAR_FRACTION * float(spacings[0].min()):
+    if shift > max(SHEAR_FRACTION * float(spacings[0].min()), SHEAR_MM):
         raise InputError(
             f"the slices of {where} are shifted sideways by up to {shift:.2f} mm off the line the slice normal gives "
             "(gantry tilt?): they do not form a rectangular grid; resample the series first"
@@ -548,10 +549,13 @@ def _read_dicom_series(folder: Path, series: str | None = None) -> sitk.Image:
         chosen = [s for s in found if s.uid == series.strip()]
         if not chosen:
             raise InputError(f"{folder} holds no DICOM series {series}; it holds {listing}")
-    elif len(found) > 1:
-        raise InputError(f"{folder} holds {len(found)} DICOM series; choose one with --series UID: {listing}")
     else:
-        chosen = found
+        # a series of one file (a dose report, a single scout image) cannot be the volume: not a choice to make
+        chosen = [s for s in found if len(s.files) >= 2] or found
+        if len(chosen) > 1:
+            raise InputError(f"{folder} holds {len(chosen)} DICOM series; choose one with --series UID: {listing}")
+    if len(chosen[0].files) < 2:
+        raise InputError(f"the DICOM series {chosen[0].label()} of {folder} is one slice: a 3D volume is needed")
     files = check_dicom_slices(chosen[0].files)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)

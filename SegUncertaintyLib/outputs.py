@@ -108,10 +108,12 @@ class StagedOutput:
         try:
             self.debris = remove_debris(self.directory)
             self._staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.directory))
-        except OSError as exc:
+        except BaseException as exc:  # a cancel or any error here too: the lock is never left held
             self._lock.release()
             self._remove_if_created()
-            raise OutputError(f"cannot write into output folder {self.directory}: {exc.strerror}") from None
+            if isinstance(exc, OSError):
+                raise OutputError(f"cannot write into output folder {self.directory}: {exc.strerror}") from None
+            raise
 
     @property
     def summary_path(self) -> Path:

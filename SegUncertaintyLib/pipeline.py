@@ -255,9 +255,9 @@ def minimum_voxels(package: ModelPackage) -> int | tuple[int, int, int]:
     if not strides:
         return 8
     per_axis = np.ones(3, dtype=np.int64)
-    for stride in strides:
+    for stride in strides:  # in the network's (D, H, W) = array (k, j, i) order
         per_axis *= np.broadcast_to(np.asarray(stride, dtype=np.int64), (3,))
-    return tuple(int(n) for n in per_axis)
+    return tuple(int(n) for n in per_axis[::-1])  # (i, j, k), as check_usable_size takes them
 
 
 def predict_to_files(

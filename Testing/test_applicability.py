@@ -8,6 +8,7 @@ import pytest
 
 from SegUncertaintyLib.applicability import ALPHA, assess, fit_section
 from SegUncertaintyLib.cli import main
+from SegUncertaintyLib.errors import DataError
 from SegUncertaintyLib.io import read_volume, write_volume
 from SegUncertaintyLib.model.package import load_package
 from SegUncertaintyLib.resources import sample_path
@@ -88,8 +89,10 @@ def test_the_conformal_threshold_keeps_false_alarms_near_alpha():
     assert 0.02 < alarms < 0.09  # the guarantee is <= alpha on average over reference draws
     far, furthest = novelty(np.full(6, 10.0), section)
     assert far > section["threshold"] and furthest
-    with pytest.raises(ValueError, match="too few"):
+    with pytest.raises(DataError, match="too few"):
         fit_section(reference[:10], ["x"] * 6, tap=None)
+    with pytest.raises(DataError, match="between 0 and 1"):
+        fit_section(reference, ["x"] * 6, tap=None, alpha=2.0)
     assert ALPHA == 0.02 and math.isfinite(section["threshold"])
 
 

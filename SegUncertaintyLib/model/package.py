@@ -178,7 +178,7 @@ def replay_file(card: ModelCard) -> str | None:
 
 
 def check_card_files(package: ModelPackage) -> None:
-    """Every file the card names, in ``files`` or in a section, is there.
+    """Every file the card names, in ``files`` or in a section, is there (a section's with its SHA-256).
 
     Run before a prediction's work starts (commands that make a file anew, such as train-head or
     prepare-replay, load a package whose file is missing), so that a missing file is an error, never
@@ -189,13 +189,15 @@ def check_card_files(package: ModelPackage) -> None:
     """
     card, card_path = package.card, package.path / CARD_NAME
     shipped = {args.get("path") for args in _architecture_args(card) if "distribution" in args}
-    named = [name for name in card.files if name not in shipped]
-    named += [name for name in (section_file(card, section) for section in SECTION_FILES) if name is not None]
-    for name in named:
+    sections = [name for name in (section_file(card, section) for section in SECTION_FILES) if name is not None]
+    for name in [name for name in card.files if name not in shipped] + sections:
         if not package.file(name).is_file():
             raise ModelError(
                 f"{package.file(name)} is missing: the model card {card_path} names it; reinstall the model"
             )
+    for name in sections:  # written by this project's own commands, always with their SHA-256
+        if name not in card.files:
+            raise ModelError(f"the model card {card_path} names {name} but gives no SHA-256 for it in its files")
 
 
 def _architecture_args(card: ModelCard) -> list[dict[str, Any]]:
@@ -262,8 +264,12 @@ def _chosen_network(network: Path, card_path: Path) -> ModelPackage:
         raise ModelError(
             f"{card_path} describes a {card.architecture.get('name')!r} network, not the TorchScript {network.name}"
         )
-    card.architecture = {**card.architecture, "args": {**card.architecture.get("args", {}), "file": network.name}}
+    args = card.architecture.get("args", {})
+    replaced = args.get("path") if "distribution" in args else None
+    card.architecture = {**card.architecture, "args": {**args, "file": network.name}}
     card.architecture["args"].pop("distribution", None)
+    if replaced:  # the chosen file is the network now, not the distribution's
+        card.files = {k: v for k, v in card.files.items() if k != replaced}
     card.files = {**card.files, network.name: hashlib.sha256(network.read_bytes()).hexdigest()}
     return ModelPackage(path=network.parent, card=card)
 

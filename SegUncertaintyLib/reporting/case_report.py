@@ -183,7 +183,8 @@ def read_run(run_dir: str | os.PathLike, input_path: str | os.PathLike | None = 
     source = Path(input_path) if input_path is not None else Path(summary["input"]["path"])
     if not source.exists():
         raise InputError(f"the input volume {source} is not there any more; pass it with --input")
-    image = read_volume(source)
+    series = (summary.get("input") or {}).get("series") if source.is_dir() else None  # the one predict read
+    image = read_volume(source, series=series)
     outputs = summary["outputs"]
     labels = read_volume(_output(run_dir, outputs["segmentation"]), allow_constant=True)
     mismatch = grid_mismatch(image.geometry, labels.geometry)
