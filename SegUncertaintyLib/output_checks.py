@@ -11,11 +11,12 @@ import numpy as np
 
 from .errors import ModelError
 from .inference import Prediction
-from .model.package import ModelPackage, section_file
+from .model.package import BACKBONE_FILE, ModelPackage, section_file
+from .segwithu.network import HEAD_MAPS
 
 PROBABILITY_SUM_TOLERANCE = 1e-3  # float32 softmax and resampling stay well within this
-# maps the SegWithU head computes (the rest of a prediction comes from the backbone, or the search)
-HEAD_MAPS = ("ranking", "calibration", "epistemic", "aleatoric", "error_probability")
+# maps the SegWithU head computes, and the one scaled from its ranking (the rest come from the backbone, or the search)
+HEAD_FILE_MAPS = (*HEAD_MAPS, "error_probability")
 
 
 def network_file(package: ModelPackage) -> str:
@@ -27,7 +28,7 @@ def network_file(package: ModelPackage) -> str:
         return f"{args.get('path')} of the installed {args['distribution']!r} package"
     if package.card.architecture.get("name") == "nnUNet":
         return f"the checkpoint in {package.path}"
-    return str(package.file("backbone.safetensors"))
+    return str(package.file(BACKBONE_FILE))
 
 
 def check_prediction(prediction: Prediction, package: ModelPackage, method: str) -> None:
@@ -46,7 +47,7 @@ def check_prediction(prediction: Prediction, package: ModelPackage, method: str)
     if prediction.calibrated_probabilities is not None:
         arrays["calibrated probabilities"] = (prediction.calibrated_probabilities, head or network_file(package))
     for name, array in prediction.maps.items():
-        source = head if head and name in HEAD_MAPS else network_file(package)
+        source = head if head and name in HEAD_FILE_MAPS else network_file(package)
         arrays[f"{name} map"] = (array, source)
     for name, (array, source) in arrays.items():
         bad = _count_bad(array)
