@@ -22,7 +22,8 @@ from torch import nn
 from .errors import InputError, ModelError
 from .model.backbones import FeatureTaps, load_backbone
 from .model.package import ModelPackage
-from .preprocess import AxisOrder, normalize_intensities, resize
+from .network_grid import NetworkGrid
+from .preprocess import normalize_intensities
 from .progress import Progress
 from .roi import embed, find_box
 from .segwithu.network import HEAD_MAPS, SegWithUHead, temper
@@ -50,10 +51,10 @@ class Prediction:
         probabilities: ``(C, k, j, i)`` float32 class probabilities on the input grid (sum to 1).
         labels: ``(k, j, i)`` uint8 argmax of ``probabilities``.
         geometry: the input grid (every array here lies on it exactly).
-        model_geometry: the grid the network ran on: the card's spacing (or whole-volume shape), same
-            direction, same box (for two-stage models, the located box; see :mod:`.roi`).
+        grid: the model grid the network ran on and the way between it and the input grid
+            (:class:`~.network_grid.NetworkGrid`; for two-stage models, of the located box, see :mod:`.roi`).
         features: tap name -> ``(C_f, d, h, w)`` float32 tensor on (a scaled copy of) the model grid.
-        logits: ``(C, D, H, W)`` float32 blended logits on the model grid (None for sampled predictions).
+        logits: ``(C, k, j, i)`` float32 blended logits on the model grid (None for sampled predictions).
         calibrated_probabilities: with a head, ``(C, k, j, i)`` softmax of the tempered logits
             ``z / sqrt(1 + U_cal)`` on the input grid (same argmax as ``probabilities``).
         maps: with a head, ``(k, j, i)`` float32 maps on the input grid: ``ranking`` (higher = more
@@ -70,7 +71,7 @@ class Prediction:
     probabilities: np.ndarray
     labels: np.ndarray
     geometry: Geometry
-    model_geometry: Geometry
+    grid: NetworkGrid
     logits: torch.Tensor | None = None
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     calibrated_probabilities: np.ndarray | None = None
@@ -79,6 +80,11 @@ class Prediction:
     forward_passes: int = 1
     timings: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
+
+    @property
+    def model_geometry(self) -> Geometry:
+        """The model grid (``grid.geometry``)."""
+        return self.grid.geometry
 
 
 def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
@@ -210,31 +216,17 @@ def whole_volume(package: ModelPackage) -> bool:
     return package.card.inference.get("mode", "window") == "whole"
 
 
-def network_grid(geometry: Geometry, package: ModelPackage) -> tuple[Geometry, AxisOrder]:
-    """The grid the network runs on (``(k, j, i)`` order, same box and direction) and its axis order.
-
-    Sliding-window models run at the card's target spacing; whole-volume models (``inference.mode``
-    ``"whole"``) on the card's ``inference.shape`` (network axis order). ``inference.orientation``
-    (``"RAS"``) permutes and flips the axes as the network was trained (:class:`AxisOrder`).
-    """
-    inference = package.card.inference
-    order = AxisOrder.for_geometry(geometry, inference.get("orientation"))
-    if whole_volume(package):
-        return geometry.resized(order.array_shape(tuple(int(n) for n in inference["shape"]))), order
-    return geometry.resampled(package.card.target_spacing_mm), order
-
-
 def prepare_image(
     volume: Volume, package: ModelPackage, device: torch.device, progress: Progress
-) -> tuple[torch.Tensor, Geometry, AxisOrder]:
-    """The network's input: ``(1, D, H, W)`` normalised image on the model grid in the network's axis order
-    (on ``device``), that grid (in ``(k, j, i)`` order) and the axis order (see :func:`network_grid`)."""
+) -> tuple[torch.Tensor, NetworkGrid]:
+    """The network's input: the ``(1, D, H, W)`` normalised image on the model grid in the network's axis
+    order (on ``device``), and that grid (:meth:`NetworkGrid.for_input`)."""
     progress("preprocess", 0.0)
-    model_geometry, order = network_grid(volume.geometry, package)
+    grid = NetworkGrid.for_input(volume.geometry, package)
     normalized = torch.from_numpy(normalize_intensities(volume.array, package.card.normalization)).to(device)
-    image = order.to_network(resize(normalized[None], model_geometry.shape))
+    image = grid.to_network(normalized[None])
     progress("preprocess", 1.0)
-    return image, model_geometry, order
+    return image, grid
 
 
 def blend_windows(
@@ -297,14 +289,14 @@ def predict_volume(
     timings["load_model"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    image, model_geometry, order = prepare_image(volume, package, dev, report)
+    image, grid = prepare_image(volume, package, dev, report)
     timings["preprocess"] = time.perf_counter() - start
 
     start = time.perf_counter()
     window_fn = head_window(network, head, taps) if head is not None else backbone_window(network, taps)
     channels = card.num_classes + (len(HEAD_MAPS) if head is not None else 0)
     blended = blend_windows(window_fn, image, package, channels, report)
-    blended = {name: order.from_network(value) for name, value in blended.items()}
+    blended = {name: grid.from_network(value) for name, value in blended.items()}
     del image
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -313,16 +305,15 @@ def predict_volume(
     start = time.perf_counter()
     report("resample", 0.0)
     logits = blended.pop("logits")
-    shape = volume.geometry.shape
     calibrated, maps = None, {}
     with torch.inference_mode():
         # Logits (not probabilities) are resampled, as nnU-Net does: the label map, the probabilities
         # and the tempered probabilities then share one argmax on the input grid, exactly.
-        resampled = resize(logits, shape)
+        resampled = grid.to_input(logits)
         probabilities = torch.softmax(resampled, dim=0)
         labels = argmax_labels(resampled)
         if head is not None:
-            maps = {name: resize(blended.pop(name), shape)[0] for name in HEAD_MAPS}
+            maps = {name: grid.to_input(blended.pop(name))[0] for name in HEAD_MAPS}
             calibrated = torch.softmax(temper(resampled, maps["calibration"][None]), dim=0).cpu().numpy()
             maps = {name: value.cpu().numpy() for name, value in maps.items()}
             scale = card.head.get("error_probability")
@@ -335,7 +326,7 @@ def predict_volume(
         probabilities=probabilities.cpu().numpy(),
         labels=labels.cpu().numpy(),
         geometry=volume.geometry,
-        model_geometry=model_geometry,
+        grid=grid,
         logits=logits.cpu(),
         features={k.removeprefix("tap:"): v.cpu() for k, v in blended.items() if k.startswith("tap:")},
         calibrated_probabilities=calibrated,
@@ -395,9 +386,8 @@ def predict_sampled(
     report = progress or Progress()
     timings: dict[str, float] = {"inference": 0.0, "resample": 0.0}
     start = time.perf_counter()
-    image, model_geometry, order = prepare_image(volume, package, dev, report)
+    image, grid = prepare_image(volume, package, dev, report)
     timings["preprocess"] = time.perf_counter() - start
-    shape = volume.geometry.shape
     stats = SampleStatistics()
     labels_per_sample = []
     passes = len(window_fns)
@@ -410,10 +400,10 @@ def predict_sampled(
                 report(stage, (index + fraction) / passes, message)
 
             logits = blend_windows(window_fn, image, package, package.card.num_classes, report_pass)["logits"]
-            logits = order.from_network(logits)
+            logits = grid.from_network(logits)
             timings["inference"] += time.perf_counter() - start
             start = time.perf_counter()
-            resampled = resize(logits, shape)
+            resampled = grid.to_input(logits)
             stats.add_logits(resampled)
             if keep_sample_labels:
                 labels_per_sample.append(argmax_labels(resampled).cpu().numpy())
@@ -427,7 +417,7 @@ def predict_sampled(
         probabilities=probabilities.float().cpu().numpy(),
         labels=labels.cpu().numpy(),
         geometry=volume.geometry,
-        model_geometry=model_geometry,
+        grid=grid,
         maps=maps,
         sample_labels=np.stack(labels_per_sample) if keep_sample_labels else None,
         forward_passes=passes,

@@ -69,20 +69,53 @@ class AxisOrder:
 
     @classmethod
     def for_geometry(cls, geometry: Geometry, orientation: str | None) -> AxisOrder:
-        """Identity when ``orientation`` is None; for ``"RAS"``, the order nibabel's ``as_closest_canonical`` gives."""
+        """The order that brings ``geometry``'s array closest to ``orientation``'s axes.
+
+        None: identity. ``"RAS"``: nibabel's ``as_closest_canonical`` (first axis Right, then
+        Anterior, then Superior). ``"LPS"``: the patient's axes in ITK's array order ``(z, y, x)``
+        (first axis Superior, then Posterior, then Left), the order of an identity direction.
+
+        Raises:
+            InputError: two axes are 45 degrees from the same patient axis.
+        """
         if orientation is None:
             return cls()
-        if orientation != "RAS":
-            raise ModelError(f"unknown network orientation {orientation!r} (known: RAS)")
-        ras = LPS_TO_RAS[:3, :3] @ geometry.direction_matrix  # column c: RAS direction of voxel axis (i, j, k)[c]
+        if orientation not in ("RAS", "LPS"):
+            raise ModelError(f"unknown network orientation {orientation!r} (known: RAS, LPS)")
+        if orientation == "RAS":
+            wanted = LPS_TO_RAS[:3, :3] @ geometry.direction_matrix  # row r: RAS axis r; column c: voxel axis
+        else:  # network axes (D, H, W) = (z, y, x)
+            wanted = geometry.direction_matrix[::-1]
         permutation, flips = [], []
-        for ras_axis in range(3):
-            column = int(np.argmax(np.abs(ras[ras_axis])))  # the voxel axis closest to this RAS axis
+        for axis in range(3):
+            column = int(np.argmax(np.abs(wanted[axis])))  # the voxel axis closest to this axis
             permutation.append(2 - column)  # voxel axis (i, j, k)[c] is array axis 2 - c
-            flips.append(bool(ras[ras_axis, column] < 0))
+            flips.append(bool(wanted[axis, column] < 0))
         if sorted(permutation) != [0, 1, 2]:
             raise InputError("the volume's axes are too oblique to tell which is which (45 degrees)")
         return cls(tuple(permutation), tuple(flips))
+
+    def geometry(self, geometry: Geometry) -> Geometry:
+        """The grid of :meth:`to_network`'s result, as a ``(k, j, i)`` grid: the same voxels in the new axis order."""
+        columns = geometry.direction_matrix
+        shape = self.network_shape(geometry.shape)
+        direction, spacing = np.zeros((3, 3)), [0.0, 0.0, 0.0]
+        first = [0.0, 0.0, 0.0]  # (i, j, k) index, on the old grid, of the new grid's first voxel
+        for n, (a, flipped) in enumerate(zip(self.permutation, self.flips, strict=True)):
+            old, new = 2 - a, 2 - n  # voxel axes (i, j, k) of array axes a and n
+            direction[:, new] = columns[:, old] * (-1.0 if flipped else 1.0)
+            spacing[new] = geometry.spacing[old]
+            first[old] = geometry.shape[a] - 1.0 if flipped else 0.0
+        origin = geometry.ijk_to_physical(np.asarray(first))
+        return Geometry(shape, tuple(spacing), tuple(origin), tuple(direction.ravel()))
+
+    def array_box(self, box: tuple[slice, slice, slice], shape: tuple[int, int, int]) -> tuple[slice, slice, slice]:
+        """A box of :meth:`to_network`'s result (network order) as a box of the ``(k, j, i)`` array of ``shape``."""
+        out: list[slice] = [slice(0, 0)] * 3
+        for n, (a, flipped) in enumerate(zip(self.permutation, self.flips, strict=True)):
+            piece = box[n]
+            out[a] = slice(shape[a] - piece.stop, shape[a] - piece.start) if flipped else piece
+        return tuple(out)
 
     def network_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         """A ``(k, j, i)`` shape in network axis order."""
@@ -137,6 +170,13 @@ def _linear_stencil(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray
     return low, np.where(weight > 0, np.minimum(low + 1, size_in - 1), low), weight
 
 
+def determined_box(first: int, last: int, size_in: int, size_out: int) -> slice:
+    """The output voxels of a :func:`resize` along one axis whose two sources lie in ``[first, last)``."""
+    low, high, _ = _linear_stencil(size_in, size_out)
+    inside = np.flatnonzero((low >= first) & (high < last))
+    return slice(int(inside[0]), int(inside[-1]) + 1) if inside.size else slice(0, 0)
+
+
 def resize_box(
     crop: torch.Tensor, start: tuple[int, int, int], shape_in: tuple[int, int, int], shape_out: tuple[int, int, int]
 ) -> tuple[tuple[slice, slice, slice], torch.Tensor]:
@@ -159,10 +199,9 @@ def resize_box(
     boxes, out = [], crop
     for axis, (first, size_in, size_out) in enumerate(zip(start, shape_in, shape_out, strict=True)):
         low, high, weight = _linear_stencil(size_in, size_out)
-        last = first + crop.shape[axis + 1]
-        inside = np.flatnonzero((low >= first) & (high < last))
-        lo, hi = (int(inside[0]), int(inside[-1]) + 1) if inside.size else (0, 0)
-        boxes.append(slice(lo, hi))
+        piece = determined_box(first, first + crop.shape[axis + 1], size_in, size_out)
+        lo, hi = piece.start, piece.stop
+        boxes.append(piece)
         index = torch.as_tensor(low[lo:hi] - first, device=crop.device)
         index_high = torch.as_tensor(high[lo:hi] - first, device=crop.device)
         shape = [1] * 4

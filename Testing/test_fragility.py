@@ -264,6 +264,13 @@ def test_predict_with_fragility_on_an_oblique_anisotropic_grid(capsys, tmp_path)
         assert np.allclose(image.GetDirection(), reference.GetDirection(), atol=1e-6)
     fragile = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "fragile.nrrd")))
     assert fragile.sum() == fragility["fragile_voxels"] > 0
+    # the search ran on the axis-aligned model grid and its maps came back to the right place: on the contour
+    inside = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "segmentation.nrrd"))) > 0
+    spacing = reference.GetSpacing()[::-1]
+    distance = np.where(
+        inside, ndimage.distance_transform_edt(inside, spacing), ndimage.distance_transform_edt(~inside, spacing)
+    )
+    assert distance[fragile > 0].max() <= 3.0 + np.linalg.norm(spacing)
     assert fragility["fragile_volume_ml"] == pytest.approx(fragile.sum() * 0.7 * 0.8 * 1.25 / 1000, abs=1e-4)
 
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from SegUncertaintyLib.errors import ModelError
@@ -12,7 +13,7 @@ from SegUncertaintyLib.inference import (
     resolve_device,
     sliding_window_maps,
 )
-from SegUncertaintyLib.io import read_volume
+from SegUncertaintyLib.io import geometry_of, read_volume, to_sitk
 from SegUncertaintyLib.metrics import dice
 from SegUncertaintyLib.model.backbones import load_backbone
 from SegUncertaintyLib.model.package import ModelPackage
@@ -56,14 +57,53 @@ def test_demo_prediction_is_on_the_input_grid_and_finds_the_nodule(demo, demo_ra
     assert np.mean((p > 0.1) & (p < 0.9) & ~disagreement & (demo_raters == 0)) < 0.01
 
 
-def test_direction_and_origin_only_ride_along(demo, bundled_package, network):
-    # same voxels, oblique direction and another origin: the same labels, on the new grid
-    g = demo.geometry
-    oblique = Geometry(g.shape, g.spacing, (5.0, -7.0, 300.0), rotation([0.3, 1.0, 0.2], 31.0).ravel())
+def _stored_as(volume: Volume, image: sitk.Image) -> Volume:
+    return Volume(sitk.GetArrayFromImage(image).astype(np.float32), geometry_of(image))
+
+
+def _on_grid(labels: np.ndarray, geometry: Geometry, reference: Geometry) -> np.ndarray:
+    """A label map moved onto ``reference``'s voxels (nearest), by SimpleITK, not by the engine."""
+    blank = to_sitk(np.zeros(reference.shape, np.uint8), reference)
+    moved = sitk.Resample(to_sitk(labels, geometry), blank, sitk.Transform(), sitk.sitkNearestNeighbor)
+    return sitk.GetArrayFromImage(moved)
+
+
+def _centroid_mm(labels: np.ndarray, geometry: Geometry) -> np.ndarray:
+    return geometry.ijk_to_physical(np.argwhere(labels == 1)[:, ::-1].astype(np.float64)).mean(axis=0)
+
+
+def test_the_answer_does_not_depend_on_how_the_image_is_stored(demo, bundled_package, network):
+    # the same physical image with its axes permuted and reversed (SimpleITK keeps it in place): the same answer
+    image = to_sitk(demo.array, demo.geometry)
+    stored = _stored_as(demo, sitk.Flip(sitk.PermuteAxes(image, [2, 0, 1]), [True, False, True]))
+    assert not np.allclose(stored.geometry.direction, demo.geometry.direction)
     a = predict_volume(demo, bundled_package, network=network, device="cpu")
-    b = predict_volume(Volume(demo.array, oblique), bundled_package, network=network, device="cpu")
-    assert b.geometry == oblique
-    np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6)
+    b = predict_volume(stored, bundled_package, network=network, device="cpu")
+    assert b.geometry == stored.geometry and b.labels.shape == stored.geometry.shape
+    assert b.model_geometry.is_close(a.model_geometry)
+    back = _on_grid(b.labels, b.geometry, demo.geometry)
+    assert np.count_nonzero(back != a.labels) <= 2  # float rounding at p = 0.5
+
+
+def test_an_oblique_thick_slice_storage_finds_the_same_nodule(demo, bundled_package, network):
+    # the physical image resampled onto an oblique 0.7 x 0.9 x 2.5 mm grid: the network still sees the patient's
+    # axes, so the nodule stays where it is (the voxel frame moved it by 1.7-1.9 mm)
+    g = demo.geometry
+    centre = g.ijk_to_physical(np.asarray(g.shape[::-1], dtype=np.float64) / 2 - 0.5)
+    direction = rotation([1.0, 0.4, 0.2], 25.0)
+    spacing = np.array([0.7, 0.9, 2.5])
+    shape = tuple(int(n) for n in np.round(52.0 / spacing)[::-1])  # a 52 mm box: inside the demo's 70 mm
+    origin = centre - direction @ (spacing * (np.asarray(shape[::-1]) / 2 - 0.5))
+    oblique = Geometry(shape, tuple(spacing), tuple(origin), tuple(direction.ravel()))
+    blank = to_sitk(np.zeros(shape, np.float32), oblique)
+    resampled = sitk.Resample(to_sitk(demo.array, g), blank, sitk.Transform(), sitk.sitkLinear)
+    a = predict_volume(demo, bundled_package, network=network, device="cpu")
+    b = predict_volume(_stored_as(demo, resampled), bundled_package, network=network, device="cpu")
+    assert b.geometry.is_close(oblique) and b.grid.oblique
+    assert np.allclose(b.model_geometry.direction_matrix, np.eye(3))
+    shift = np.linalg.norm(_centroid_mm(b.labels, b.geometry) - _centroid_mm(a.labels, g))
+    assert shift < 0.5
+    assert dice(b.labels == 1, _on_grid(a.labels, g, b.geometry) == 1) > 0.9
 
 
 def test_anisotropic_input_is_resampled_to_model_spacing_and_back(demo, bundled_package, network):

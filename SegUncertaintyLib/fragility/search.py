@@ -35,12 +35,12 @@ from torch import nn
 from ..inference import Prediction, argmax_labels, predict_volume, prepare_image, resolve_device
 from ..model.backbones import load_backbone
 from ..model.package import ModelPackage
-from ..preprocess import resize_box
+from ..network_grid import NetworkGrid
 from ..progress import Progress
 from ..uncertainty import predictive_entropy
 from ..volume import Volume
 from .config import FragilityConfig
-from .layout import Box, Tile, grow, padding_before, reach_crop, shift, tiles_for
+from .layout import Box, Tile, padding_before, reach_crop, shift, tiles_for
 from .replay import ReplaySet, load_replay
 from .tail import Tail, batched_tail, crop_inputs, input_scale, stacked_parameters, tail_spec, trunk_pass
 from .targets import Target, adversary_name, band_regions, make_targets
@@ -204,7 +204,7 @@ class FragilitySearch:
 
         regions = self._regions(volume, reference, z0, boxes, goals, names)
         report("fragility", 1 / (config.steps + 2))
-        history = self._optimise(regions, z0, reference.geometry.shape, len(names), report)
+        history = self._optimise(regions, z0, reference.grid, len(names), report)
 
         for region in regions:
             for name, values in region.mixture.maps(config.steps).items():
@@ -240,7 +240,7 @@ class FragilitySearch:
         """Run the trunk once per tile window and keep everything the steps need."""
         card = self.package.card
         patch, model_shape = tuple(card.patch_size), tuple(z0.shape[1:])
-        image, _, _ = prepare_image(volume, self.package, self.device, Progress())
+        image, _ = prepare_image(volume, self.package, self.device, Progress())
         before = padding_before(model_shape, patch)
         pad = [
             n
@@ -269,22 +269,21 @@ class FragilitySearch:
                 tiles.append(
                     _TileData(tile, tail, inputs, base, labels[inside].to(self.device), bands[inside].to(self.device))
                 )
-            resampled = grow(box, 1, model_shape)
+            resampled, input_box = reference.grid.region(box)
             logits = z0[(slice(None), *resampled)]
-            start = tuple(r.start for r in resampled)
-            input_box, reference_logits = resize_box(logits, start, model_shape, reference.geometry.shape)
+            reference_logits = reference.grid.crop_to_input(logits, resampled, input_box)
             regions.append(_Region(box, tiles, resampled, logits, input_box, _Mixture(reference_logits, len(names))))
         return regions
 
     def _optimise(
-        self, regions: list[_Region], z0: torch.Tensor, input_shape: tuple[int, ...], count: int, report: Progress
+        self, regions: list[_Region], z0: torch.Tensor, grid: NetworkGrid, count: int, report: Progress
     ) -> np.ndarray:
         """K Adam steps of all adversaries at once; every step's snapshots go into the regions' mixtures.
 
         Returns:
             ``(K, M)`` replay loss of every snapshot.
         """
-        config, model_shape = self.config, tuple(z0.shape[1:])
+        config = self.config
         tiles = [t for r in regions for t in r.tiles]
         parameters = stacked_parameters(self.tail, count)
         optimizer = torch.optim.Adam(list(parameters.values()), lr=config.step_size)
@@ -311,7 +310,7 @@ class FragilitySearch:
                 history.append(losses)
                 weights = np.exp(-(losses - self.replay_reference) / temperature)
                 admissible = np.flatnonzero(losses <= self.replay_reference + gamma)
-                self._record(regions, tiles, deltas, admissible, weights, step, model_shape, input_shape)
+                self._record(regions, tiles, deltas, admissible, weights, step, grid)
             if training:
                 objective = band_loss / band_voxels + config.anchor_weight * anchor_loss / anchor_voxels
                 objective = objective + config.penalty_weight(step) * (replay - self.replay_reference)
@@ -329,8 +328,7 @@ class FragilitySearch:
         admissible: np.ndarray,
         weights: np.ndarray,
         step: int,
-        model_shape: tuple[int, ...],
-        input_shape: tuple[int, ...],
+        grid: NetworkGrid,
     ) -> None:
         """Add the admissible snapshots of one step to every region's mixture, on the input grid."""
         changes = dict(zip((id(t) for t in tiles), deltas, strict=True))
@@ -338,9 +336,8 @@ class FragilitySearch:
             delta = torch.zeros((len(weights), *region.logits.shape), device=region.logits.device)
             for t in region.tiles:
                 delta[(slice(None), slice(None), *shift(t.tile.tile, region.resampled))] = changes[id(t)]
-            start = tuple(r.start for r in region.resampled)
             for m in admissible:
-                logits = resize_box(region.logits + delta[m], start, model_shape, input_shape)[1]
+                logits = grid.crop_to_input(region.logits + delta[m], region.resampled, region.input_box)
                 region.mixture.add(logits, float(weights[m]), step, int(m))
 
 

@@ -132,7 +132,8 @@ def nnunet_card(folder: Path, fold: int | None = None) -> ModelCard:
             "patch_size": configuration["patch_size"],
             "normalization": _normalization(plans, configuration),
             "description": f"nnU-Net v2 model {folder.parent.name}/{folder.name}, fold {fold}",
-            "inference": {"overlap": 0.5, "sw_batch_size": 1},
+            # nnU-Net runs its networks in the voxel axes of the stored image, as it trained them
+            "inference": {"overlap": 0.5, "sw_batch_size": 1, "frame": "voxel"},
             "taps": taps,
             "training": {"source": "nnU-Net v2 trained-model folder", "folder": str(folder.resolve())},
         },

@@ -25,7 +25,6 @@ from ..data.mri_augment import augment_head
 from ..inference import prepare_image
 from ..model.backbones import FeatureTaps
 from ..model.package import ModelPackage
-from ..preprocess import resize
 from ..progress import Progress
 from ..roi import find_box
 from ..volume import Volume
@@ -69,11 +68,11 @@ def network_view(
     box = find_box(volume, package, device)
     if box is not None:
         volume, labels = Volume(volume.array[box], volume.geometry.cropped(box)), labels[box]
-    image, model_geometry, order = prepare_image(volume, package, device, Progress())
+    image, grid = prepare_image(volume, package, device, Progress())
     with torch.no_grad(), FeatureTaps(network, taps) as hooks:
         logits = network(image[None])[0]
     one_hot = torch.from_numpy(np.eye(package.card.num_classes, dtype=np.float32)[labels]).movedim(-1, 0)
-    on_grid = order.to_network(resize(one_hot.to(device), model_geometry.shape)).argmax(0).to(torch.uint8)
+    on_grid = grid.to_network(one_hot.to(device)).argmax(0).to(torch.uint8)
     labels_np = on_grid.cpu().numpy()
     surface = np.argwhere(labels_np != ndimage.grey_erosion(labels_np, size=3)).astype(np.int32)
     return NetworkView(
