@@ -415,6 +415,30 @@ def dicom_series(folder: str | os.PathLike) -> list[DicomSeries]:
     return sorted(found, key=lambda s: (-len(s.files), s.uid))
 
 
+def volume_series(found: Sequence[DicomSeries]) -> list[DicomSeries]:
+    """The series of a folder that can be its volume: a series of one file (a dose report, a single
+    scout image) cannot, unless there is nothing else."""
+    return [s for s in found if len(s.files) >= 2] or list(found)
+
+
+def is_dicom_folder(folder: Path) -> bool:
+    """True when a file directly in ``folder`` is DICOM: named ``*.dcm``, or a DICOM file by its preamble."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return False
+    return any(e.suffix.lower() == ".dcm" or (e.is_file() and _is_dicom_file(e)) for e in entries)
+
+
+def _is_dicom_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(128)
+            return stream.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
 PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian, as it precedes the voxels of an image
 SOP_CLASS_TAG = b"\x02\x00\x02\x00UI"  # (0002,0002) MediaStorageSOPClassUID, explicit VR in the file meta
 
@@ -550,8 +574,7 @@ def _read_dicom_series(folder: Path, series: str | None = None) -> sitk.Image:
         if not chosen:
             raise InputError(f"{folder} holds no DICOM series {series}; it holds {listing}")
     else:
-        # a series of one file (a dose report, a single scout image) cannot be the volume: not a choice to make
-        chosen = [s for s in found if len(s.files) >= 2] or found
+        chosen = volume_series(found)  # a one-file series is not a choice to make
         if len(chosen) > 1:
             raise InputError(f"{folder} holds {len(chosen)} DICOM series; choose one with --series UID: {listing}")
     if len(chosen[0].files) < 2:

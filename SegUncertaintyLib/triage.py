@@ -1,8 +1,10 @@
 """``seguncertainty triage``: every volume of a folder through ``predict``, then a worklist, worst first.
 
 Each case gets its own folder ``<output>/cases/<name>/`` with predict's outputs, ``report.html`` and
-``thumbnail.png``. A case's name is its file name without the volume suffix (``a`` for ``a.nrrd``);
-when two inputs would share one (``a.nrrd`` and ``a.nii.gz``), each keeps its whole file name
+``thumbnail.png``. A DICOM folder of several series is one case per series (``<folder>-<series
+description>``, or the UID's last digits where descriptions are missing or shared); a series of one
+file is not a case (as ``predict`` does). A case's name is its file name without the volume suffix
+(``a`` for ``a.nrrd``); when two inputs would share one (``a.nrrd`` and ``a.nii.gz``), each keeps its whole file name
 (``a.nrrd``, ``a.nii.gz``), so no two inputs ever share a case folder; names depend only on the
 inputs present, so a resumed triage finds the same folders. A case whose ``summary.json`` is there
 (and came from this input) is finished and is not run again, so an interrupted triage resumes where
@@ -23,8 +25,10 @@ import csv
 import html
 import io
 import os
+import re
 import traceback
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -32,6 +36,7 @@ from urllib.parse import quote
 from .errors import Cancelled, OutputError, SegUncertaintyError
 from .fragility.config import FragilityConfig
 from .fsutil import FolderLock, atomic_write, dumps_strict, loads_strict, remove_debris
+from .io import dicom_series, is_dicom_folder, volume_series
 from .model.package import ModelPackage, load_package
 from .pipeline import predict_to_files
 from .progress import Progress
@@ -53,16 +58,41 @@ FAILED_FILE = "failed.json"
 WORKLIST_EVERY = 10  # cases between rewrites of the worklist (and always at the end, or when stopped)
 
 
-def case_name(path: Path) -> str:
-    """The file name without its volume suffix (or the DICOM folder's name): a case's name unless it collides."""
-    name = path.name
+@dataclass(frozen=True)
+class CaseInput:
+    """One case of a triage: a volume file or a DICOM folder, and for a folder of several series, one of them.
+
+    Attributes:
+        path: the file or folder.
+        series: the SeriesInstanceUID to read (None: the folder's only series, or a file).
+        series_label: what tells the series apart in the case's name (its description, or the UID's end).
+    """
+
+    path: Path
+    series: str | None = None
+    series_label: str = ""
+
+    @property
+    def full_name(self) -> str:
+        """The whole file name (with the series' label): the case's name when shorter ones collide."""
+        return f"{self.path.name}-{self.series_label}" if self.series else self.path.name
+
+    def __str__(self) -> str:
+        return f"{self.path} (series {self.series})" if self.series else str(self.path)
+
+
+def case_name(source: CaseInput) -> str:
+    """The file name without its volume suffix (or the DICOM folder's name, with the series' label):
+    a case's name unless it collides."""
+    name = source.path.name
     for suffix in VOLUME_SUFFIXES:
         if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+            name = name[: -len(suffix)]
+            break
+    return f"{name}-{source.series_label}" if source.series else name
 
 
-def case_names(inputs: list[Path]) -> list[str]:
+def case_names(inputs: list[CaseInput]) -> list[str]:
     """Unique case names for ``inputs`` (one folder each), deterministic for a given set of inputs.
 
     A name is :func:`case_name`; inputs whose names collide (ignoring case, as some file systems do)
@@ -72,8 +102,8 @@ def case_names(inputs: list[Path]) -> list[str]:
     stems = [case_name(p) for p in inputs]
     counts = Counter(stem.casefold() for stem in stems)
     names, taken = [], set()
-    for path, stem in zip(inputs, stems, strict=True):
-        base = path.name if counts[stem.casefold()] > 1 else stem
+    for source, stem in zip(inputs, stems, strict=True):
+        base = source.full_name if counts[stem.casefold()] > 1 else stem
         name, n = base, 2
         while name.casefold() in taken:
             name, n = f"{base}-{n}", n + 1
@@ -82,8 +112,8 @@ def case_names(inputs: list[Path]) -> list[str]:
     return names
 
 
-def find_inputs(input_dir: Path) -> list[Path]:
-    """The volume files and DICOM folders directly inside ``input_dir``, sorted by name.
+def find_inputs(input_dir: Path) -> list[CaseInput]:
+    """The volume files and DICOM series (folders) directly inside ``input_dir``, sorted by name.
 
     Raises:
         SegUncertaintyError: the folder is missing or holds no volume.
@@ -95,9 +125,9 @@ def find_inputs(input_dir: Path) -> list[Path]:
         if path.name.startswith("."):
             continue
         if path.is_file() and path.name.lower().endswith(VOLUME_SUFFIXES):
-            found.append(path)
-        elif path.is_dir() and any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
-            found.append(path)
+            found.append(CaseInput(path))
+        elif path.is_dir() and is_dicom_folder(path):
+            found.extend(series_inputs(path))
     if not found:
         raise SegUncertaintyError(
             f"no volume in {input_dir} (looked for {', '.join(VOLUME_SUFFIXES)} and DICOM folders)"
@@ -105,19 +135,38 @@ def find_inputs(input_dir: Path) -> list[Path]:
     return found
 
 
-def is_finished(folder: Path, source: Path) -> bool:
+def series_inputs(folder: Path) -> list[CaseInput]:
+    """The cases of a DICOM folder: the folder itself, or one per series when it holds several volumes.
+
+    A folder that cannot be listed is one case, which then fails with the reason, on its own.
+    """
+    try:
+        found = volume_series(dicom_series(folder))
+    except SegUncertaintyError:
+        return [CaseInput(folder)]
+    if len(found) < 2:
+        return [CaseInput(folder)]
+    labels = [re.sub(r"[^A-Za-z0-9._-]+", "_", s.description).strip("_.") for s in found]
+    counts = Counter(label.casefold() for label in labels)
+    return [
+        CaseInput(folder, s.uid, label if label and counts[label.casefold()] == 1 else s.uid.rsplit(".", 1)[-1][-8:])
+        for s, label in zip(found, labels, strict=True)
+    ]
+
+
+def is_finished(folder: Path, source: CaseInput) -> bool:
     """True when ``folder`` holds a finished predict result of ``source`` (its ``summary.json`` names it)."""
     try:
         summary = read_summary(folder)
     except SegUncertaintyError:
         return False
     recorded = Path(summary["input"]["path"]).name
-    names = {source.name}
+    names = {source.path.name}
     try:
-        names.add(source.resolve().name)
+        names.add(source.path.resolve().name)
     except OSError:
         pass
-    return recorded in names
+    return recorded in names and summary["input"].get("series") == source.series
 
 
 def _failure(folder: Path) -> dict[str, Any] | None:
@@ -157,7 +206,7 @@ def _done_row(folder: Path, name: str) -> dict[str, Any]:
     }
 
 
-def worklist_rows(output_dir: Path, inputs: list[Path]) -> list[dict[str, Any]]:
+def worklist_rows(output_dir: Path, inputs: list[CaseInput]) -> list[dict[str, Any]]:
     """One row per input, from what its case folder holds, worst first.
 
     A case is ``done`` only when its result is finished and its report was written; a recorded
@@ -291,7 +340,7 @@ def record_failure(folder: Path, stage: str, exc: BaseException) -> str:
     return message
 
 
-def finish_case(folder: Path, source: Path) -> None:
+def finish_case(folder: Path, source: CaseInput) -> None:
     """The report and thumbnail of a predicted case (written only when missing), holding the case's lock.
 
     Raises:
@@ -301,7 +350,7 @@ def finish_case(folder: Path, source: Path) -> None:
         remove_debris(folder)
         if (folder / REPORT_FILE).is_file() and (folder / THUMBNAIL_FILE).is_file():
             return
-        view = read_run(folder, source)
+        view = read_run(folder, source.path)  # the series is the one summary.json names
         if not (folder / REPORT_FILE).is_file():
             save_report(view)
         if not (folder / THUMBNAIL_FILE).is_file():
@@ -310,7 +359,7 @@ def finish_case(folder: Path, source: Path) -> None:
 
 
 def run_case(
-    source: Path,
+    source: CaseInput,
     folder: Path,
     package: ModelPackage,
     device: str,
@@ -322,7 +371,15 @@ def run_case(
     Any error of the case is recorded (only a cancellation goes on up): one case never stops a batch.
     """
     try:
-        predict_to_files(source, folder, package, device, fragility=fragility, region_threshold=region_threshold)
+        predict_to_files(
+            source.path,
+            folder,
+            package,
+            device,
+            fragility=fragility,
+            region_threshold=region_threshold,
+            series=source.series,
+        )
     except Cancelled:
         raise
     except Exception as exc:
@@ -332,7 +389,7 @@ def run_case(
     return "ran"
 
 
-def _finish(folder: Path, source: Path) -> bool:
+def _finish(folder: Path, source: CaseInput) -> bool:
     """:func:`finish_case`, recording its failure; True when the report and the thumbnail are there."""
     try:
         finish_case(folder, source)
@@ -357,7 +414,7 @@ def triage(
     """Run every volume of ``input_dir`` (skipping finished cases) and write the worklist.
 
     Args:
-        input_dir: folder of volume files and DICOM folders.
+        input_dir: folder of volume files and DICOM folders (one case per series, see :func:`series_inputs`).
         output_dir: receives ``cases/<name>/`` per case (see :func:`case_names`), ``worklist.csv``
             and ``worklist.html``.
         model: bundled model name or package folder.

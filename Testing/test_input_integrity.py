@@ -9,6 +9,7 @@ the output folder is absent or empty.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import re
@@ -317,6 +318,27 @@ def test_the_report_reads_the_series_predict_read(capfd, tmp_path, oblique_ct):
     assert status == 0, err
     assert (out / "report.html").is_file()
     assert json.loads((out / "summary.json").read_text())["input"]["series"] == SERIES_A
+
+
+def test_triage_makes_one_case_per_series_of_a_folder(capfd, tmp_path, oblique_ct):
+    study = two_series(tmp_path / "inputs" / "study", oblique_ct)
+    for file in study.iterdir():  # DICOM files without a suffix, as many exports name them
+        file.rename(file.with_suffix(""))
+    out = tmp_path / "triage"
+    args = ["triage", "--input-dir", str(tmp_path / "inputs"), "--output-dir", str(out), "--device", "cpu"]
+    status, events, err = run_cli(capfd, *args, "--progress", "json")
+    assert status == 0 and events[-1]["outputs"]["cases"] == 2, err
+    with open(out / "worklist.csv", newline="", encoding="utf-8") as handle:
+        rows = {row["case"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"study-chest_1_mm", "study-scout"}
+    for name, uid in (("study-chest_1_mm", SERIES_A), ("study-scout", SERIES_B)):
+        assert rows[name]["input"] == f"{study} (series {uid})"
+        if rows[name]["status"] == "done":
+            assert json.loads((out / "cases" / name / "summary.json").read_text())["input"]["series"] == uid
+    assert rows["study-chest_1_mm"]["status"] == "done", rows
+    # a second triage finds both cases finished (or failed) and runs nothing again
+    status, events, err = run_cli(capfd, *args, "--progress", "json")
+    assert status == 0 and events[-1]["outputs"]["ran"] == 0, err
 
 
 def _damaged_series(tmp_path: Path, oblique_ct, how: str) -> Path:

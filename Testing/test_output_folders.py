@@ -25,7 +25,7 @@ from SegUncertaintyLib.outputs import REPLACING_FILE, StagedOutput, listed_files
 from SegUncertaintyLib.reporting.case_report import grid_mismatch
 from SegUncertaintyLib.resources import sample_path
 from SegUncertaintyLib.review.session import ReviewSession
-from SegUncertaintyLib.triage import case_names
+from SegUncertaintyLib.triage import CaseInput, case_names
 from SegUncertaintyLib.volume import Geometry
 
 from .helpers import oblique_grid, predict_args
@@ -275,13 +275,28 @@ def test_two_locks_on_one_folder_exclude_each_other_in_one_process(tmp_path):
 
 
 def test_case_names_are_unique_and_deterministic():
-    paths = [Path(n) for n in ("A.mha", "a.nii.gz", "a.nrrd", "b.nrrd", "c", "c.nii", "c.nii.gz")]
-    assert case_names(paths) == ["A.mha", "a.nii.gz", "a.nrrd", "b", "c", "c.nii", "c.nii.gz"]
-    assert case_names(paths) == case_names(list(paths))
+    def names(*files: str) -> list[str]:
+        return case_names([CaseInput(Path(n)) for n in files])
+
+    assert names("A.mha", "a.nii.gz", "a.nrrd", "b.nrrd", "c", "c.nii", "c.nii.gz") == [
+        "A.mha",
+        "a.nii.gz",
+        "a.nrrd",
+        "b",
+        "c",
+        "c.nii",
+        "c.nii.gz",
+    ]
     # a whole file name can itself collide with another's name: numbered, in input order
-    colliding = [Path("x.nrrd.nii.gz"), Path("x.nrrd"), Path("x.nrrd.mha")]
-    assert case_names(colliding) == ["x.nrrd.nii.gz", "x", "x.nrrd.mha"]
-    assert case_names([Path("x.nrrd"), Path("x.nrrd.nii"), Path("x.nii")]) == ["x.nrrd", "x.nrrd-2", "x.nii"]
+    assert names("x.nrrd.nii.gz", "x.nrrd", "x.nrrd.mha") == ["x.nrrd.nii.gz", "x", "x.nrrd.mha"]
+    assert names("x.nrrd", "x.nrrd.nii", "x.nii") == ["x.nrrd", "x.nrrd-2", "x.nii"]
+    # the series of one DICOM folder: the folder's name and the series' label
+    series = [
+        CaseInput(Path("study"), "1.2.3", "lung"),
+        CaseInput(Path("study"), "1.2.4", "soft"),
+        CaseInput(Path("x")),
+    ]
+    assert case_names(series) == ["study-lung", "study-soft", "x"]
 
 
 def read_worklist(path: Path) -> dict[str, dict[str, str]]:

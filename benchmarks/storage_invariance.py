@@ -14,10 +14,11 @@ Each case (the bundled demo, and with ``--lidc N`` the first N nodules of the LI
 
 Every storage is predicted (backbone and head, one pass) in the card's frame (``LPS``: the patient's
 axes) and, side by side in the same process, in the input's voxel frame (``voxel``: what the engine
-did before, and what nnU-Net does). Against the reference it reports the shift of the segmentation's
-centroid (mm), the Dice of the segmentation moved onto the reference grid (its nodule probability,
-linear, SimpleITK, > 0.5), the number of high-risk regions and the predicted volume; for the oblique
-storage also the Dice against the axis-aligned floor, which holds the same information.
+did before, and what nnU-Net does). Each segmentation is moved onto the reference grid as a physical
+object (its nodule probability resampled linearly by SimpleITK, > 0.5), and against the reference it
+reports the shift of its centroid (mm) and its Dice, then the number of high-risk regions, their
+volume and the predicted volume on the storage's own grid; for the oblique storage also the Dice
+against the axis-aligned floor, which holds the same information.
 """
 
 from __future__ import annotations
@@ -57,9 +58,10 @@ def as_volume(image: sitk.Image) -> Volume:
     return Volume(sitk.GetArrayFromImage(image).astype(np.float32), geometry_of(image))
 
 
-def resample(image: sitk.Image, geometry: Geometry) -> sitk.Image:
+def resample(image: sitk.Image, geometry: Geometry, extrapolate: bool = False) -> sitk.Image:
+    """Linear resampling by SimpleITK; outside ``image``'s box 0, or with ``extrapolate`` its nearest voxel."""
     blank = to_sitk(np.zeros(geometry.shape, np.float32), geometry)
-    return sitk.Resample(image, blank, sitk.Transform(), sitk.sitkLinear)
+    return sitk.Resample(image, blank, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32, extrapolate)
 
 
 def storages(volume: Volume) -> dict[str, Volume]:
@@ -84,7 +86,7 @@ def storages(volume: Volume) -> dict[str, Volume]:
         "axes permuted and reversed": as_volume(sitk.Flip(sitk.PermuteAxes(image, [2, 0, 1]), [True, False, True])),
         "RAS storage": as_volume(sitk.Flip(image, [True, True, False])),
         "oblique 0.7x0.9x2.5 mm": as_volume(oblique),
-        "oblique, then axis-aligned": as_volume(resample(oblique, aligned_grid)),
+        "oblique, then axis-aligned": as_volume(resample(oblique, aligned_grid, extrapolate=True)),
     }
 
 
@@ -116,6 +118,7 @@ def measure(volume: Volume, package: ModelPackage, network, head) -> dict:
         "geometry": volume.geometry,
         "centroid": centroid_mm(labels, volume.geometry),
         "regions": len(regions["regions"]),
+        "flagged_ml": sum(r["volume_ml"] for r in regions["regions"]),
         "volume_ml": float((labels == 1).sum() * volume.geometry.voxel_volume_ml),
         "seconds": seconds,
     }
@@ -133,7 +136,7 @@ def main() -> None:
         from SegUncertaintyLib.data.datasets import load_dataset_cases
 
         for case in load_dataset_cases("lidc", "test", limit=args.lidc):
-            cases[case.case_id] = case.volume()
+            cases[case.case_id] = case.volume
     print(f"# {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, CPU")
     rows: dict[tuple[str, str], list[dict]] = {}
     for case_id, volume in cases.items():
@@ -144,10 +147,12 @@ def main() -> None:
             reference, floor = results["as stored"], results["oblique, then axis-aligned"]
             for name, result in results.items():
                 on_reference = moved(result["probability"], result["geometry"], reference["geometry"])
+                shift = centroid_mm(on_reference.astype(np.uint8), reference["geometry"]) - reference["centroid"]
                 row = {
-                    "shift_mm": float(np.linalg.norm(result["centroid"] - reference["centroid"])),
+                    "shift_mm": float(np.linalg.norm(shift)),
                     "dice": dice(on_reference, reference["labels"] == 1),
                     "regions": result["regions"],
+                    "flagged_ml": result["flagged_ml"],
                     "volume_ml": result["volume_ml"],
                     "seconds": result["seconds"],
                 }
@@ -157,8 +162,10 @@ def main() -> None:
                 rows.setdefault((frame, name), []).append(row)
                 print(case_id, frame, name, {k: round(v, 3) for k, v in row.items()}, flush=True)
     print(f"\n{len(cases)} case(s); mean (worst) over cases")
-    print("| frame | storage | centroid shift mm | Dice vs as stored | Dice vs floor | regions | volume mL | s |")
-    print("|---|---|---|---|---|---|---|---|")
+    columns = ["frame", "storage", "centroid shift mm", "Dice vs as stored", "Dice vs floor", "regions"]
+    columns += ["flagged mL", "volume mL", "s"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
     for (frame, name), found in rows.items():
 
         def cell(key: str, worst: str, found: list[dict] = found) -> str:
@@ -169,11 +176,10 @@ def main() -> None:
             return f"{np.mean(values):.3f} ({extreme:.3f})" if len(values) > 1 else f"{values[0]:.3f}"
 
         counts = [r["regions"] for r in found]
-        regions = "/".join(map(str, counts)) if len(counts) <= 3 else f"{np.mean(counts):.1f}"
-        print(
-            f"| {frame} | {name} | {cell('shift_mm', 'max')} | {cell('dice', 'min')} | {cell('dice_vs_floor', 'min')}"
-            f" | {regions} | {cell('volume_ml', 'max')} | {np.mean([r['seconds'] for r in found]):.2f} |"
-        )
+        cells = [frame, name, cell("shift_mm", "max"), cell("dice", "min"), cell("dice_vs_floor", "min")]
+        cells += ["/".join(map(str, counts)) if len(counts) <= 3 else f"{np.mean(counts):.1f}"]
+        cells += [cell("flagged_ml", "max"), cell("volume_ml", "max"), f"{np.mean([r['seconds'] for r in found]):.2f}"]
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
