@@ -668,40 +668,32 @@ def _as_volume(image: sitk.Image, source: Path, allow_constant: bool = False) ->
     return Volume(array=array, geometry=geometry_of(image))
 
 
-def check_usable_size(
-    geometry: Geometry,
-    spacing_mm: Sequence[float],
-    minimum_voxels: int | Sequence[int],
-    model: str = "the model",
-) -> None:
+def check_usable_size(grid: Geometry, minimum_voxels: int | Sequence[int], model: str = "the model") -> None:
     """Refuse a volume too small for a network: fewer than ``minimum_voxels`` voxels of the network's grid.
 
-    The network sees the volume resampled to ``spacing_mm`` (:meth:`Geometry.resampled`: ``round(extent
-    / spacing)`` voxels along each axis). Below the network's own downsampling (a U-Net with strides
-    1, 2, 2, 2 halves its grid three times: 8 voxels) the deepest features see less than one cell of
-    image, the rest padding, and the result is not a segmentation of the scan.
+    Below the network's own downsampling (a U-Net with strides 1, 2, 2, 2 halves its grid three
+    times: 8 voxels) the deepest features see less than one cell of image, the rest padding, and the
+    result is not a segmentation of the scan.
 
     Args:
-        geometry: the input volume's grid.
-        spacing_mm: the network's voxel size along ``(i, j, k)``, mm (the card's ``target_spacing_mm``).
-        minimum_voxels: the fewest voxels the network needs along each axis of its grid, one number or
-            three along ``(i, j, k)``.
+        grid: the grid the network sees the volume on (its spacing, the volume's box).
+        minimum_voxels: the fewest voxels the network needs along each axis of that grid, one number
+            or three along its ``(i, j, k)``.
         model: the model's name, for the message.
 
     Raises:
         InputError: the volume is too small along some axis.
     """
     needed = np.broadcast_to(np.asarray(minimum_voxels, dtype=np.int64), (3,))
-    spacing = np.asarray(spacing_mm, dtype=np.float64)
-    voxels = np.asarray(geometry.resampled(tuple(spacing)).shape[::-1])  # (i, j, k)
+    voxels = np.asarray(grid.shape[::-1])  # (i, j, k)
     if (voxels >= needed).all():
         return
-    extent = " x ".join(f"{e:.1f}" for e in geometry.extent_mm)
-    grid = " x ".join(str(int(n)) for n in voxels)
-    least = " x ".join(f"{n * s:g}" for n, s in zip(needed, spacing, strict=True))
+    extent = " x ".join(f"{e:.1f}" for e in grid.extent_mm)
+    shape = " x ".join(str(int(n)) for n in voxels)
+    least = " x ".join(f"{n * s:.3g}" for n, s in zip(needed, grid.spacing, strict=True))
     raise InputError(
-        f"the input is too small for {model}: {extent} mm is {grid} voxels on its "
-        f"{' x '.join(f'{s:g}' for s in spacing)} mm grid, and it needs at least {least} mm "
+        f"the input is too small for {model}: {extent} mm is {shape} voxels on its "
+        f"{' x '.join(f'{s:.3g}' for s in grid.spacing)} mm grid, and it needs at least {least} mm "
         f"({' x '.join(str(int(n)) for n in needed)} voxels)"
     )
 

@@ -50,6 +50,7 @@ from .fragility.search import fragility_for
 from .inference import Prediction, predict_sampled, predict_volume, whole_volume
 from .io import check_usable_size, check_writable_suffix, read_volume, write_volume
 from .model.package import ModelPackage, check_card_files, load_package
+from .network_grid import NetworkGrid
 from .output_checks import check_prediction
 from .outputs import StagedOutput
 from .progress import Progress
@@ -247,17 +248,33 @@ def minimum_voxels(package: ModelPackage) -> int | tuple[int, int, int]:
     """The fewest voxels the network needs along each axis of its grid (of the input, for whole-volume networks).
 
     A patch U-Net needs at least one cell of its deepest level: the product of its strides along
-    each axis (8 for strides 1, 2, 2, 2); a network whose strides the card does not give, at least 8.
+    each axis (8 for strides 1, 2, 2, 2; MONAI's DynUNet and nnU-Net's plans give them); a network
+    whose strides the card does not give, at least 8.
     """
     if whole_volume(package):
         return WHOLE_VOLUME_MINIMUM
-    strides = package.card.architecture.get("args", {}).get("strides")
+    args = package.card.architecture.get("args", {})
+    strides = args.get("strides") or args.get("arch_kwargs", {}).get("strides")
     if not strides:
         return 8
     per_axis = np.ones(3, dtype=np.int64)
     for stride in strides:  # in the network's (D, H, W) = array (k, j, i) order
         per_axis *= np.broadcast_to(np.asarray(stride, dtype=np.int64), (3,))
     return tuple(int(n) for n in per_axis[::-1])  # (i, j, k), as check_usable_size takes them
+
+
+def check_size(volume: Volume, package: ModelPackage) -> None:
+    """Refuse a volume too small for the package's network (:func:`~.io.check_usable_size`), before the work.
+
+    Voxels are counted on the grid the network runs on (:class:`~.network_grid.NetworkGrid`); for a
+    whole-volume network, which resizes anything, on the input resampled to the card's spacing.
+    """
+    spacing = package.card.target_spacing_mm
+    if whole_volume(package):
+        grid = volume.geometry.resampled(spacing)
+    else:
+        grid = NetworkGrid.for_input(volume.geometry, package).geometry
+    check_usable_size(grid, minimum_voxels(package), package.card.name)
 
 
 def predict_to_files(
@@ -306,7 +323,7 @@ def predict_to_files(
     report("read", 0.0)
     t0 = time.perf_counter()
     volume = read_volume(input_path, series=series)
-    check_usable_size(volume.geometry, package.card.target_spacing_mm, minimum_voxels(package), package.card.name)
+    check_size(volume, package)
     read_seconds = time.perf_counter() - t0
     report("read", 1.0)
 

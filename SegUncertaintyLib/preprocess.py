@@ -1,9 +1,10 @@
-"""From an input volume to the network's grid and intensity scale, and back.
+"""Intensities to the network's scale, axis orders, and edge-aligned resizing.
 
-Resampling keeps the volume's direction and physical box and changes only the voxel size (see
-:meth:`Geometry.resampled`), so going back to the input grid is the inverse resize. Both ways use
-``torch.nn.functional.interpolate`` with ``align_corners=False``, which matches that geometry
-exactly, runs on the GPU when there is one, and works channel-wise on logits and maps.
+:func:`resize` changes only the voxel size of a grid, keeping its direction and physical box (see
+:meth:`Geometry.resampled`), so the way back is the inverse resize. It uses
+``torch.nn.functional.interpolate`` with ``align_corners=False``, which matches that geometry exactly,
+runs on the GPU when there is one, and works channel-wise on logits and maps. Which grid a network
+runs on, and the resampling between rotated grids, is :mod:`.network_grid`'s.
 """
 
 from __future__ import annotations

@@ -27,12 +27,15 @@ from SegUncertaintyLib.io import (
     check_file_integrity,
     check_usable_size,
     dicom_series,
+    geometry_of,
     read_volume,
     to_sitk,
     write_volume,
 )
+from SegUncertaintyLib.model.package import ModelPackage
+from SegUncertaintyLib.pipeline import check_size, minimum_voxels
 from SegUncertaintyLib.resources import sample_path
-from SegUncertaintyLib.volume import Geometry, axis_aligned_geometry
+from SegUncertaintyLib.volume import Geometry, Volume, axis_aligned_geometry
 
 from .helpers import predict_args, rotation
 
@@ -390,15 +393,21 @@ def test_damaged_dicom_series_is_an_error(capfd, tmp_path, oblique_ct, how, patt
 
 def test_volume_smaller_than_the_network_can_use(bundled_package):
     card = bundled_package.card
-    strides = card.architecture["args"]["strides"]
-    needed = int(np.prod(strides))  # the U-Net halves its grid three times: 8 voxels
-    demo = read_volume(DEMO).geometry
-    check_usable_size(demo, card.target_spacing_mm, needed, card.name)
+    needed = minimum_voxels(bundled_package)
+    assert needed == (8, 8, 8)  # the U-Net halves its grid three times (strides 1, 2, 2, 2)
+    check_size(read_volume(DEMO), bundled_package)
     small = axis_aligned_geometry((40, 40, 6), spacing=(1.0, 1.0, 1.0))  # 6 mm along i
     with pytest.raises(InputError, match=r"too small for lidc-nodule: 6\.0 x 40\.0 x 40\.0 mm is 6 x 40 x 40 voxels"):
-        check_usable_size(small, card.target_spacing_mm, needed, card.name)
-    coarse = axis_aligned_geometry((3, 40, 40), spacing=(0.7, 0.7, 5.0))  # 3 slices of 5 mm: 15 voxels of 1 mm
-    check_usable_size(coarse, card.target_spacing_mm, needed, card.name)
+        check_usable_size(small.resampled(card.target_spacing_mm), needed, card.name)
+    # counted on the network's grid: 3 slices of 5 mm are 15 voxels of 1 mm, and a permuted storage is the same
+    coarse = Volume(np.zeros((3, 40, 40), np.float32), axis_aligned_geometry((3, 40, 40), spacing=(0.7, 0.7, 5.0)))
+    check_size(coarse, bundled_package)
+    image = sitk.PermuteAxes(to_sitk(coarse.array, coarse.geometry), [2, 0, 1])
+    check_size(Volume(sitk.GetArrayFromImage(image), geometry_of(image)), bundled_package)
+    # nnU-Net plans give their strides too
+    plans = {"arch_kwargs": {"strides": [[1, 1, 1], [2, 2, 1], [2, 2, 2]]}}  # (D, H, W) = (k, j, i)
+    nnunet = type(card)(**{**card.__dict__, "architecture": {"name": "nnUNet", "args": plans}})
+    assert minimum_voxels(ModelPackage(bundled_package.path, nnunet)) == (2, 4, 4)
 
 
 @pytest.mark.parametrize(
