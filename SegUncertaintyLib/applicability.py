@@ -8,8 +8,9 @@ Three checks, in this order (each failed check is a reason; any reason means *ou
 2. **Resampling**: each voxel axis within a factor :data:`MAX_RESAMPLING` of the model's spacing;
    beyond that the network sees detail it was never shown, or an interpolated blur.
 3. **Novelty** (when the package has an ``applicability`` section): a descriptor of the scan (the
-   quantiles :data:`QUANTILES` of the normalised intensities, the log field of view per axis, and
-   the mean and standard deviation over the volume of each channel of a backbone feature map)
+   quantiles :data:`QUANTILES` of the normalised intensities, the log field of view along each of
+   the patient's axes, and the mean and standard deviation over the scan of each channel of a
+   backbone feature map: none of them depends on how the scan is stored)
    against the scans the section was fitted on. The score is the Mahalanobis distance with a
    shrunk covariance; the threshold is a split-conformal quantile: the covariance is fitted on one
    half of the reference scans (the head-calibration split, never seen by the backbone) and the
@@ -33,6 +34,7 @@ import numpy as np
 from .errors import DataError
 from .inference import Prediction
 from .model.package import ModelPackage
+from .network_grid import covering_grid
 from .preprocess import normalize_intensities
 from .volume import Volume
 
@@ -61,14 +63,14 @@ def descriptor(volume: Volume, prediction: Prediction, package: ModelPackage) ->
 
     Returns:
         ``(D,)`` float64 vector: normalised-intensity quantiles, log10 field of view (mm) along
-        i, j, k, then per channel the feature map's mean and standard deviation.
+        the patient's x, y, z (the box of the scan's voxels; i, j, k for an axis-aligned scan),
+        then per channel the feature map's mean and standard deviation over the model grid.
     """
     normalised = normalize_intensities(volume.array[::2, ::2, ::2], package.card.normalization)
     values = list(np.quantile(normalised, QUANTILES))
     names = [f"intensity q{round(100 * q)}" for q in QUANTILES]
-    shape_ijk = tuple(reversed(volume.geometry.shape))
-    values += [math.log10(n * s) for n, s in zip(shape_ijk, volume.geometry.spacing, strict=True)]
-    names += ["log10 field of view i", "log10 field of view j", "log10 field of view k"]
+    values += [math.log10(e) for e in covering_grid(volume.geometry, (1.0, 1.0, 1.0)).extent_mm]
+    names += ["log10 field of view x", "log10 field of view y", "log10 field of view z"]
     tap = novelty_tap(package)
     if tap is not None and tap in prediction.features:
         features = prediction.features[tap].double().flatten(1)

@@ -5,11 +5,14 @@ import math
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
-from SegUncertaintyLib.applicability import ALPHA, assess, fit_section
+from SegUncertaintyLib.applicability import ALPHA, assess, fit_section, novelty_tap
 from SegUncertaintyLib.cli import main
 from SegUncertaintyLib.errors import DataError
-from SegUncertaintyLib.io import read_volume, write_volume
+from SegUncertaintyLib.inference import predict_volume
+from SegUncertaintyLib.io import geometry_of, read_volume, to_sitk, write_volume
+from SegUncertaintyLib.model.backbones import load_backbone
 from SegUncertaintyLib.model.package import load_package
 from SegUncertaintyLib.resources import sample_path
 from SegUncertaintyLib.volume import Geometry, Volume
@@ -38,6 +41,23 @@ def test_the_models_own_kind_of_scan_is_within(capsys, tmp_path):
     summary = predict_summary(capsys, DEMO, tmp_path / "demo")
     verdict = summary["applicability"]
     assert verdict["within"] and verdict["reasons"] == [] and verdict["novelty"] <= verdict["threshold"]
+
+
+def test_the_verdict_does_not_depend_on_how_the_scan_is_stored():
+    package = load_package("lidc-nodule")
+    network = load_backbone(package)
+    whole = read_volume(DEMO)
+    box = (slice(8, 48), slice(None), slice(None))  # 50 x 70 x 70 mm: the fields of view differ by axis
+    demo = Volume(whole.array[box], whole.geometry.cropped(box))
+    image = sitk.Flip(sitk.PermuteAxes(to_sitk(demo.array, demo.geometry), [2, 0, 1]), [True, False, True])
+    stored = Volume(sitk.GetArrayFromImage(image), geometry_of(image))
+    verdicts = []
+    for volume in (demo, stored):
+        prediction = predict_volume(volume, package, network=network, device="cpu", taps=[novelty_tap(package)])
+        verdicts.append(assess(volume, prediction, package))
+    assert verdicts[0]["within"] and verdicts[1]["within"]
+    # the same fields of view and features; only the intensity quantiles' every-second-voxel sample differs
+    assert verdicts[1]["novelty"] == pytest.approx(verdicts[0]["novelty"], rel=0.01)
 
 
 def test_a_real_head_mri_through_the_ct_model_is_outside_and_needs_review(capsys, tmp_path, head_mri):
