@@ -17,8 +17,9 @@ axes) and, side by side in the same process, in the input's voxel frame (``voxel
 did before, and what nnU-Net does). Each segmentation is moved onto the reference grid as a physical
 object (its nodule probability resampled linearly by SimpleITK, > 0.5), and against the reference it
 reports the shift of its centroid (mm) and its Dice, then the number of high-risk regions, their
-volume and the predicted volume on the storage's own grid; for the oblique storage also the Dice
-against the axis-aligned floor, which holds the same information.
+volume, the predicted volume on the storage's own grid and the applicability verdict (novelty score,
+called outside); for the oblique storage also the Dice against the axis-aligned floor, which holds
+the same information.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import SimpleITK as sitk
 import torch
 from common import ROOT  # noqa: F401  first: puts the repository on the import path
 
+from SegUncertaintyLib.applicability import assess, novelty_tap
 from SegUncertaintyLib.inference import predict_volume
 from SegUncertaintyLib.io import geometry_of, read_volume, to_sitk
 from SegUncertaintyLib.metrics import dice
@@ -108,8 +110,10 @@ def moved(probability: np.ndarray, geometry: Geometry, reference: Geometry) -> n
 
 def measure(volume: Volume, package: ModelPackage, network, head) -> dict:
     started = time.perf_counter()
-    prediction = predict_volume(volume, package, network=network, head=head, device="cpu")
+    taps = [novelty_tap(package)]
+    prediction = predict_volume(volume, package, network=network, head=head, device="cpu", taps=taps)
     seconds = time.perf_counter() - started
+    verdict = assess(volume, prediction, package)
     _, regions = review_regions(prediction)
     labels = prediction.labels
     return {
@@ -121,6 +125,8 @@ def measure(volume: Volume, package: ModelPackage, network, head) -> dict:
         "flagged_ml": sum(r["volume_ml"] for r in regions["regions"]),
         "volume_ml": float((labels == 1).sum() * volume.geometry.voxel_volume_ml),
         "seconds": seconds,
+        "novelty": verdict["novelty"],
+        "outside": not verdict["within"],
     }
 
 
@@ -155,6 +161,8 @@ def main() -> None:
                     "flagged_ml": result["flagged_ml"],
                     "volume_ml": result["volume_ml"],
                     "seconds": result["seconds"],
+                    "novelty": result["novelty"],
+                    "outside": float(result["outside"]),
                 }
                 if name == "oblique 0.7x0.9x2.5 mm":
                     on_floor = moved(result["probability"], result["geometry"], floor["geometry"])
@@ -163,7 +171,7 @@ def main() -> None:
                 print(case_id, frame, name, {k: round(v, 3) for k, v in row.items()}, flush=True)
     print(f"\n{len(cases)} case(s); mean (worst) over cases")
     columns = ["frame", "storage", "centroid shift mm", "Dice vs as stored", "Dice vs floor", "regions"]
-    columns += ["flagged mL", "volume mL", "s"]
+    columns += ["flagged mL", "volume mL", "novelty", "called outside", "s"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for (frame, name), found in rows.items():
@@ -178,7 +186,11 @@ def main() -> None:
         counts = [r["regions"] for r in found]
         cells = [frame, name, cell("shift_mm", "max"), cell("dice", "min"), cell("dice_vs_floor", "min")]
         cells += ["/".join(map(str, counts)) if len(counts) <= 3 else f"{np.mean(counts):.1f}"]
-        cells += [cell("flagged_ml", "max"), cell("volume_ml", "max"), f"{np.mean([r['seconds'] for r in found]):.2f}"]
+        cells += [cell("flagged_ml", "max"), cell("volume_ml", "max"), cell("novelty", "max")]
+        cells += [
+            f"{int(sum(r['outside'] for r in found))}/{len(found)}",
+            f"{np.mean([r['seconds'] for r in found]):.2f}",
+        ]
         print("| " + " | ".join(cells) + " |")
 
 
