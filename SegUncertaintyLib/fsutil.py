@@ -66,6 +66,20 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator
         tmp.unlink(missing_ok=True)
 
 
+def make_folder(folder: Path) -> None:
+    """Create an output folder (and its parents) if missing.
+
+    Raises:
+        OutputError: it is a file, or it cannot be created.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"the output folder {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write into output folder {folder}: {exc.strerror}") from None
+
+
 def is_partial_file(name: str) -> bool:
     """True for the name of a temporary file :func:`atomic_write` makes (``.<name>.<random>.partial<suffix>``)."""
     return bool(_PARTIAL.match(name))

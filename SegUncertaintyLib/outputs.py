@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OutputError
-from .fsutil import LOCK_FILE, FolderLock, atomic_write, dumps_strict, loads_strict, remove_debris
+from .fsutil import LOCK_FILE, FolderLock, atomic_write, dumps_strict, loads_strict, make_folder, remove_debris
 
 SUMMARY_FILE = "summary.json"
 # written beside a result set by ``report`` and ``triage``: part of the result set they describe
@@ -95,10 +95,7 @@ class StagedOutput:
         self._names: list[str] = []
         self.committed = False
         self.removed: list[str] = []
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot write into output folder {self.directory}: {exc.strerror}") from None
+        make_folder(self.directory)
         self._lock = FolderLock(self.directory)
         try:
             self._lock.acquire()

@@ -11,8 +11,9 @@ inputs present, so a resumed triage finds the same folders. A case whose ``summa
 it stopped (predict writes a case's files all or nothing). One case's failure never stops the batch:
 whatever goes wrong with it (an unreadable file, its report, a bug) is kept in its ``failed.json``,
 listed with it in the worklist, and the others go on. The worklist (``worklist.csv``,
-``worklist.html``) is rewritten every few cases and at the end: worst estimated Dice first (cases
-without an estimate after, by expected wrong volume), with the volume and its interval, the fragile
+``worklist.html``) is rewritten every few cases and at the end: failed cases first, then scans
+outside what the model was made for, then worst estimated Dice first (cases without an estimate
+after, by expected wrong volume), with the volume and its interval, the fragile
 volume, the region count, a thumbnail and a link to each report (only to a report that was written).
 
 One triage at a time writes into an output folder: it holds the folder's lock (see
@@ -35,7 +36,7 @@ from urllib.parse import quote
 
 from .errors import Cancelled, OutputError, SegUncertaintyError
 from .fragility.config import FragilityConfig
-from .fsutil import FolderLock, atomic_write, dumps_strict, loads_strict, remove_debris
+from .fsutil import FolderLock, atomic_write, dumps_strict, loads_strict, make_folder, remove_debris
 from .io import dicom_series, is_dicom_folder, volume_series
 from .model.package import ModelPackage, load_package
 from .pipeline import predict_to_files
@@ -229,13 +230,15 @@ def worklist_rows(output_dir: Path, inputs: list[CaseInput]) -> list[dict[str, A
         rows.append(row)
 
     def order(row: dict[str, Any]) -> tuple:
+        if row["status"] == "failed":  # a case that could not be read or reported needs a person first
+            return (0, 0.0, row["case"])
         if row["status"] != "done":
-            return (3, 0.0, row["case"])
-        if row["outside"]:  # scans the model was not made for come first, whatever their estimate
-            return (0, -row["expected_wrong_ml"], row["case"])
+            return (4, 0.0, row["case"])
+        if row["outside"]:  # then scans the model was not made for, whatever their estimate
+            return (1, -row["expected_wrong_ml"], row["case"])
         if row["estimated_dice"] is None:
-            return (2, -row["expected_wrong_ml"], row["case"])
-        return (1, row["estimated_dice"], row["case"])
+            return (3, -row["expected_wrong_ml"], row["case"])
+        return (2, row["estimated_dice"], row["case"])
 
     return sorted(rows, key=order)
 
@@ -435,10 +438,7 @@ def triage(
     inputs = find_inputs(Path(input_dir))
     names = case_names(inputs)
     output_dir = Path(output_dir)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot write into output folder {output_dir}: {exc.strerror}") from None
+    make_folder(output_dir)
     counts = {"ran": 0, "skipped": 0, "failed": 0}
     with FolderLock(output_dir):
         remove_debris(output_dir)  # a killed triage's half-written worklist

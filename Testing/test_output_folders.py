@@ -274,6 +274,14 @@ def test_two_locks_on_one_folder_exclude_each_other_in_one_process(tmp_path):
         pass
 
 
+def test_an_output_folder_that_is_a_file_is_refused_with_what_it_is(tmp_path):
+    taken = tmp_path / "out"
+    taken.write_text("not a folder")
+    with pytest.raises(OutputError, match=r"out is a file, not a folder"):
+        StagedOutput(taken)
+    assert taken.read_text() == "not a folder"
+
+
 def test_case_names_are_unique_and_deterministic():
     def names(*files: str) -> list[str]:
         return case_names([CaseInput(Path(n)) for n in files])
