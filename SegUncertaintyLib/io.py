@@ -31,11 +31,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError, OutputError
+from .file_kinds import WRITABLE_SUFFIXES, suffix
 from .fsutil import atomic_write
 from .volume import Geometry, Volume
 
 # Single-file formats only: a header + data pair (.nhdr, .mhd) cannot be renamed into place atomically.
-WRITABLE_SUFFIXES = (".nrrd", ".nii.gz", ".nii", ".mha")
 
 # Voxel sizes outside (0, MAX_SPACING_MM] are a broken header (or metres, or microns), not a scan.
 MAX_SPACING_MM = 20.0
@@ -60,11 +60,6 @@ def to_sitk(array: np.ndarray, geometry: Geometry) -> sitk.Image:
     image.SetOrigin(geometry.origin)
     image.SetDirection(geometry.direction)
     return image
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -181,7 +176,7 @@ def _nifti_sizes(header: bytes) -> tuple[int, int] | None:
 
 def _check_nifti(path: Path) -> None:
     with open(path, "rb") as stream:
-        if _suffix(path) == ".nii.gz":
+        if suffix(path) == ".nii.gz":
             if stream.read(2) != b"\x1f\x8b":
                 return  # not gzip at all: ITK says it cannot read it
             stream.seek(0)
@@ -327,12 +322,12 @@ def check_file_integrity(path: str | os.PathLike) -> None:
         InputError: the file is truncated or its compressed data is corrupt.
     """
     path = Path(path)
-    suffix = _suffix(path)
-    if suffix in (".nii", ".nii.gz"):
+    kind = suffix(path)
+    if kind in (".nii", ".nii.gz"):
         _check_nifti(path)
         return
     layout = {".nrrd": _nrrd_layout, ".nhdr": _nrrd_layout, ".mha": _metaimage_layout, ".mhd": _metaimage_layout}.get(
-        suffix, lambda _: None
+        kind, lambda _: None
     )(path)
     if layout is not None:
         _check_layout(path, layout)
@@ -419,24 +414,6 @@ def volume_series(found: Sequence[DicomSeries]) -> list[DicomSeries]:
     """The series of a folder that can be its volume: a series of one file (a dose report, a single
     scout image) cannot, unless there is nothing else."""
     return [s for s in found if len(s.files) >= 2] or list(found)
-
-
-def is_dicom_folder(folder: Path) -> bool:
-    """True when a file directly in ``folder`` is DICOM: named ``*.dcm``, or a DICOM file by its preamble."""
-    try:
-        entries = sorted(folder.iterdir())
-    except OSError:
-        return False
-    return any(e.suffix.lower() == ".dcm" or (e.is_file() and _is_dicom_file(e)) for e in entries)
-
-
-def _is_dicom_file(path: Path) -> bool:
-    try:
-        with open(path, "rb") as stream:
-            stream.seek(128)
-            return stream.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian, as it precedes the voxels of an image
@@ -704,7 +681,7 @@ def check_usable_size(grid: Geometry, minimum_voxels: int | Sequence[int], model
 
 def check_writable_suffix(path: Path) -> None:
     """Raise :class:`OutputError` unless ``path`` ends in a format :func:`write_volume` writes."""
-    if _suffix(path) not in WRITABLE_SUFFIXES:
+    if suffix(path) not in WRITABLE_SUFFIXES:
         raise OutputError(f"cannot write {path}: use one of {', '.join(WRITABLE_SUFFIXES)}")
 
 

@@ -35,9 +35,10 @@ from typing import Any
 from urllib.parse import quote
 
 from .errors import Cancelled, OutputError, SegUncertaintyError
+from .file_kinds import is_dicom_folder
 from .fragility.config import FragilityConfig
 from .fsutil import FolderLock, atomic_write, dumps_strict, loads_strict, make_folder, remove_debris
-from .io import dicom_series, is_dicom_folder, volume_series
+from .io import dicom_series, volume_series
 from .model.package import ModelPackage, load_package
 from .pipeline import predict_to_files
 from .progress import Progress

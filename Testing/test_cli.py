@@ -198,3 +198,56 @@ def test_demo_command_runs_end_to_end(tmp_path):
     seg = read_volume(out / "segmentation.nrrd")
     assert seg.geometry == read_volume(DEMO).geometry
     assert "nodule:" in result.stderr and "mL" in result.stderr
+
+
+REFUSE_WITHOUT_TORCH = """
+import sys
+from SegUncertaintyLib.cli import main
+status = main(sys.argv[1:])
+print("torch imported" if "torch" in sys.modules else "torch not imported", status)
+"""
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["predict", "--input", "{tmp}/nope.nrrd", "--output-dir", "{tmp}/out"], "input not found"),
+        (["predict", "--input", "{tmp}/notes.txt", "--output-dir", "{tmp}/out"], "is not a volume file this reads"),
+        (["predict", "--input", "{tmp}", "--output-dir", "{tmp}/out"], "a folder without DICOM files"),
+        (["predict", "--input", "{demo}", "--output-dir", "{tmp}/notes.txt"], "is a file, not a folder"),
+        (["predict", "--input", "{demo}", "--output-dir", "{tmp}/out", "--model", "nope"], "neither a model package"),
+        (["predict", "--input", "{demo}", "--output-dir", "{tmp}/out", "--fragility-steps", "3"], "need the search"),
+        (["demo", "--output-dir", "{tmp}/notes.txt"], "is a file, not a folder"),
+        (["triage", "--input-dir", "{tmp}/none", "--output-dir", "{tmp}/out"], "input folder not found"),
+    ],
+)
+def test_a_wrong_input_is_refused_before_torch_is_imported(tmp_path, command, message):
+    (tmp_path / "notes.txt").write_text("not a scan")
+    argv = [part.format(tmp=tmp_path, demo=DEMO) for part in command]
+    result = subprocess.run(
+        [sys.executable, "-c", REFUSE_WITHOUT_TORCH, *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    assert result.stdout.strip().endswith("torch not imported 1"), result.stdout + result.stderr
+    assert "error: " in result.stderr and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_optional_package_is_checked_before_the_work(capsys, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    status, events, _ = run_cli(capsys, *predict_args(DEMO, tmp_path / "out", "--report"))
+    assert status == 1 and "needs the matplotlib package" in events[-1]["message"]
+    assert [e for e in events if e["event"] == "progress"] == []  # refused before the prediction started
+    assert not (tmp_path / "out").exists()
+
+
+def test_progress_none_still_prints_the_result(capsys, tmp_path):
+    status, events, err = run_cli(capsys, *predict_args(DEMO, tmp_path / "out", progress="none"))
+    assert status == 0 and events == []
+    assert "nodule:" in err and "to look at it: seguncertainty report --run-dir" in err
+    assert "total" in err and "start-up" in err and "[" not in err  # the result, no progress bar

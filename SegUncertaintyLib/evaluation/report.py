@@ -260,7 +260,7 @@ def _binary(evaluation: Evaluation) -> bool:
 
 
 def plots_available() -> bool:
-    """Whether matplotlib is installed (``pip install seguncertainty[eval]``)."""
+    """Whether matplotlib is installed (a dependency; a broken install may lack it)."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -341,7 +341,7 @@ def evaluate_to_files(
         if "fragility" in methods:
             summary["fragility"] = (fragility or FragilityConfig()).to_dict()
         if not plots:
-            summary["plots_skipped"] = "matplotlib is not installed: pip install 'seguncertainty[eval]'"
+            summary["plots_skipped"] = "matplotlib is not installed: pip install matplotlib"
         out.commit(summary)
     summary["output_dir"] = str(Path(output_dir).resolve())
     return summary
