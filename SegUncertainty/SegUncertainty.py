@@ -4,7 +4,7 @@ A thin Slicer front end over SegUncertaintyLib. Apply writes the volume to a new
 ``seguncertainty predict --progress json`` in a child process with Slicer's Python (the UI stays
 responsive; Cancel stops the whole process tree and removes the run's folder). The outputs are
 loaded back onto the volume's exact grid: the
-segmentation, the estimated probability of error as an Inferno heatmap over the image, the fragile
+segmentation, the estimated probability of error as a heatmap over the image, the fragile
 voxels as an outline, the calibrated probabilities, and a table of high-risk regions, worst first.
 Each region is accepted or corrected in the embedded Segment Editor (masked to the region); every
 action is saved at once in a review session next to the outputs, with every correction kept as a
@@ -41,6 +41,8 @@ from slicer.util import VTKObservationMixin
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.isdir(os.path.join(_REPO, "SegUncertaintyLib")) and _REPO not in sys.path:
     sys.path.append(_REPO)
+
+from SegUncertaintyLib import palette  # noqa: E402  (plain numpy: the colours the report uses too)
 
 UNCERTAINTY_CHOICES = ["auto", "segwithu", "msp", "entropy", "mc-dropout", "tta", "ensemble"]
 DEVICE_CHOICES = ["auto", "cpu", "cuda"]
@@ -118,8 +120,8 @@ class SegUncertaintyParameterNode:
     uncertainty: Annotated[str, Choice(UNCERTAINTY_CHOICES)] = "auto"
     fragility: bool = True
     device: Annotated[str, Choice(DEVICE_CHOICES)] = "auto"
-    heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
-    heatmapThreshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.1
+    heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = palette.RISK_OPACITY
+    heatmapThreshold: Annotated[float, WithinRange(0.0, 1.0)] = palette.RISK_FLOOR
 
 
 class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -826,7 +828,7 @@ class SegUncertaintyTest(ScriptedLoadableModuleTest):
     def test_segment_and_review(self):
         import SampleData
 
-        from SegUncertaintyLib.mrml.display import INFERNO_ID
+        from SegUncertaintyLib.mrml.display import RISK_TABLE_NAME
         from SegUncertaintyLib.review.session import SESSION_FILE
 
         logic = SegUncertaintyLogic()
@@ -850,7 +852,7 @@ class SegUncertaintyTest(ScriptedLoadableModuleTest):
         composite = slicer.app.layoutManager().sliceWidget("Red").sliceLogic().GetSliceCompositeNode()
         self.assertEqual(composite.GetForegroundVolumeID(), results.heatmap.GetID())
         self.assertEqual(composite.GetBackgroundVolumeID(), volume.GetID())
-        self.assertEqual(results.heatmap.GetDisplayNode().GetColorNodeID(), INFERNO_ID)
+        self.assertEqual(results.heatmap.GetDisplayNode().GetColorNode().GetName(), RISK_TABLE_NAME)
         self.assertEqual(results.region_table.GetNumberOfRows(), len(results.regions))
         self.assertGreater(len(results.regions), 0)
 

@@ -13,7 +13,7 @@ A card's ``inference.frame`` says in which axes the network sees the patient:
 
 Whole-volume models (``inference.mode`` ``"whole"``) run on the whole box resized to the card's
 ``inference.shape``, in the voxel axes or, with ``inference.orientation`` ``"RAS"``, permuted and
-flipped as nibabel's ``as_closest_canonical`` does (see :class:`~.preprocess.AxisOrder`).
+flipped as nibabel's ``as_closest_canonical`` does (see :class:`~.axis_order.AxisOrder`).
 
 Resampling is trilinear with edge clamping on both paths (``align_corners=False`` geometry); logits,
 not probabilities, are resampled back, so every output shares one argmax on the input grid.
@@ -27,9 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .axis_order import AxisOrder
 from .errors import InputError, ModelError
 from .model.package import ModelPackage
-from .preprocess import AxisOrder, determined_box, resize, resize_box
+from .preprocess import determined_box, resize, resize_box
 from .volume import Geometry
 
 Box = tuple[slice, slice, slice]

@@ -1,4 +1,4 @@
-"""Intensities to the network's scale, axis orders, and edge-aligned resizing.
+"""Intensities to the network's scale, and edge-aligned resizing (axis orders: :mod:`.axis_order`).
 
 :func:`resize` changes only the voxel size of a grid, keeping its direction and physical box (see
 :meth:`Geometry.resampled`), so the way back is the inverse resize. It uses
@@ -9,15 +9,11 @@ runs on, and the resampling between rotated grids, is :mod:`.network_grid`'s.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError, ModelError
 from .model.package import Normalization
-from .volume import LPS_TO_RAS, Geometry
 
 
 def normalize_intensities(array: np.ndarray, norm: Normalization) -> np.ndarray:
@@ -53,96 +49,6 @@ def normalize_intensities(array: np.ndarray, norm: Normalization) -> np.ndarray:
     out -= mean
     out /= std
     return out
-
-
-@dataclass(frozen=True)
-class AxisOrder:
-    """How a network's ``(D, H, W)`` axes map onto a volume's ``(k, j, i)`` array axes.
-
-    Networks trained on arrays in a canonical orientation (nibabel's closest-canonical RAS: first
-    axis Right, then Anterior, then Superior) need their input permuted and flipped to it.
-    ``permutation[n]`` is the array axis that becomes network axis ``n``; ``flips[n]`` says whether
-    it is then reversed.
-    """
-
-    permutation: tuple[int, int, int] = (0, 1, 2)
-    flips: tuple[bool, bool, bool] = (False, False, False)
-
-    @classmethod
-    def for_geometry(cls, geometry: Geometry, orientation: str | None) -> AxisOrder:
-        """The order that brings ``geometry``'s array closest to ``orientation``'s axes.
-
-        None: identity. ``"RAS"``: nibabel's ``as_closest_canonical`` (first axis Right, then
-        Anterior, then Superior). ``"LPS"``: the patient's axes in ITK's array order ``(z, y, x)``
-        (first axis Superior, then Posterior, then Left), the order of an identity direction.
-
-        Raises:
-            InputError: two axes are 45 degrees from the same patient axis.
-        """
-        if orientation is None:
-            return cls()
-        if orientation not in ("RAS", "LPS"):
-            raise ModelError(f"unknown network orientation {orientation!r} (known: RAS, LPS)")
-        if orientation == "RAS":
-            wanted = LPS_TO_RAS[:3, :3] @ geometry.direction_matrix  # row r: RAS axis r; column c: voxel axis
-        else:  # network axes (D, H, W) = (z, y, x)
-            wanted = geometry.direction_matrix[::-1]
-        permutation, flips = [], []
-        for axis in range(3):
-            column = int(np.argmax(np.abs(wanted[axis])))  # the voxel axis closest to this axis
-            permutation.append(2 - column)  # voxel axis (i, j, k)[c] is array axis 2 - c
-            flips.append(bool(wanted[axis, column] < 0))
-        if sorted(permutation) != [0, 1, 2]:
-            raise InputError("the volume's axes are too oblique to tell which is which (45 degrees)")
-        return cls(tuple(permutation), tuple(flips))
-
-    def geometry(self, geometry: Geometry) -> Geometry:
-        """The grid of :meth:`to_network`'s result, as a ``(k, j, i)`` grid: the same voxels in the new axis order."""
-        columns = geometry.direction_matrix
-        shape = self.network_shape(geometry.shape)
-        direction, spacing = np.zeros((3, 3)), [0.0, 0.0, 0.0]
-        first = [0.0, 0.0, 0.0]  # (i, j, k) index, on the old grid, of the new grid's first voxel
-        for n, (a, flipped) in enumerate(zip(self.permutation, self.flips, strict=True)):
-            old, new = 2 - a, 2 - n  # voxel axes (i, j, k) of array axes a and n
-            direction[:, new] = columns[:, old] * (-1.0 if flipped else 1.0)
-            spacing[new] = geometry.spacing[old]
-            first[old] = geometry.shape[a] - 1.0 if flipped else 0.0
-        origin = geometry.ijk_to_physical(np.asarray(first))
-        return Geometry(shape, tuple(spacing), tuple(origin), tuple(direction.ravel()))
-
-    def array_box(self, box: tuple[slice, slice, slice], shape: tuple[int, int, int]) -> tuple[slice, slice, slice]:
-        """A box of :meth:`to_network`'s result (network order) as a box of the ``(k, j, i)`` array of ``shape``."""
-        out: list[slice] = [slice(0, 0)] * 3
-        for n, (a, flipped) in enumerate(zip(self.permutation, self.flips, strict=True)):
-            piece = box[n]
-            out[a] = slice(shape[a] - piece.stop, shape[a] - piece.start) if flipped else piece
-        return tuple(out)
-
-    def network_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
-        """A ``(k, j, i)`` shape in network axis order."""
-        return tuple(shape[a] for a in self.permutation)
-
-    def array_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
-        """A network-order shape back in ``(k, j, i)`` order."""
-        out = [0, 0, 0]
-        for n, a in enumerate(self.permutation):
-            out[a] = shape[n]
-        return tuple(out)
-
-    def to_network(self, tensor: torch.Tensor) -> torch.Tensor:
-        """``(..., k, j, i)`` -> ``(..., D, H, W)`` of the network."""
-        lead = tensor.dim() - 3
-        out = tensor.permute(*range(lead), *(lead + a for a in self.permutation))
-        flipped = [lead + n for n, f in enumerate(self.flips) if f]
-        return out.flip(flipped) if flipped else out
-
-    def from_network(self, tensor: torch.Tensor) -> torch.Tensor:
-        """The inverse of :meth:`to_network`."""
-        lead = tensor.dim() - 3
-        flipped = [lead + n for n, f in enumerate(self.flips) if f]
-        out = tensor.flip(flipped) if flipped else tensor
-        inverse = [self.permutation.index(a) for a in range(3)]
-        return out.permute(*range(lead), *(lead + n for n in inverse))
 
 
 def resize(tensor: torch.Tensor, shape: tuple[int, int, int], mode: str = "trilinear") -> torch.Tensor:

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .axis_order import AxisOrder
 from .errors import InputError
 from .model.backbones import load_torchscript
 from .model.package import ModelPackage
-from .preprocess import AxisOrder, normalize_intensities, resize
+from .preprocess import normalize_intensities, resize
 from .volume import Volume
 
 if TYPE_CHECKING:

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from SegUncertaintyLib import palette
 from SegUncertaintyLib.errors import InputError
 from SegUncertaintyLib.fragility.config import FragilityConfig
 from SegUncertaintyLib.io import read_volume, write_volume
@@ -118,7 +119,8 @@ def test_results_become_nodes_on_the_input_grid(scene, oblique_run):
     first, last = [0.0] * 4, [0.0] * 4
     colours.GetColor(0, first)
     colours.GetColor(255, last)
-    assert sum(first[:3]) < 0.05 and min(last[:3]) > 0.6  # black to pale yellow, as Inferno
+    np.testing.assert_allclose(first[:3], palette.risk_colours(0.0), atol=1 / 255)  # the report's colours (8 bits)
+    np.testing.assert_allclose(last[:3], palette.risk_colours(palette.RISK_MAX), atol=1 / 255)
     assert (heat_display.GetWindowLevelMin(), heat_display.GetWindowLevelMax()) == pytest.approx((0.0, 0.5))
     assert heat_display.GetApplyThreshold() == 1 and heat_display.GetLowerThreshold() == pytest.approx(0.1)
     for view in headless.SLICE_VIEWS:

@@ -5,10 +5,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from SegUncertaintyLib.axis_order import AxisOrder
 from SegUncertaintyLib.io import geometry_of, to_sitk
 from SegUncertaintyLib.model.package import ModelPackage
 from SegUncertaintyLib.network_grid import NetworkGrid
-from SegUncertaintyLib.preprocess import AxisOrder
 from SegUncertaintyLib.volume import Geometry, axis_aligned_geometry
 
 from .helpers import oblique_grid

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
+from SegUncertaintyLib.axis_order import AxisOrder
 from SegUncertaintyLib.errors import ModelError
 from SegUncertaintyLib.inference import predict_volume
 from SegUncertaintyLib.io import write_volume
 from SegUncertaintyLib.model.backbones import FeatureTaps, load_backbone
 from SegUncertaintyLib.model.package import load_package
 from SegUncertaintyLib.model.torchscript import ScriptGraph, TorchScriptBackbone, installed_file
-from SegUncertaintyLib.preprocess import AxisOrder
 from SegUncertaintyLib.volume import Geometry
 
 from .helpers import rotation

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from SegUncertaintyLib.axis_order import AxisOrder
 from SegUncertaintyLib.data.mni import load_mni152
 from SegUncertaintyLib.inference import predict_volume
 from SegUncertaintyLib.io import read_volume
 from SegUncertaintyLib.model.backbones import load_backbone
 from SegUncertaintyLib.model.package import load_package
-from SegUncertaintyLib.preprocess import AxisOrder
 from SegUncertaintyLib.resources import sample_path
 from SegUncertaintyLib.volume import Volume
 

@@ -7,48 +7,37 @@ from typing import Any
 
 import numpy as np
 
-INFERNO_ID = "vtkMRMLColorTableNodeFileInferno.txt"  # Slicer's own Inferno table
-RISK_TABLE_NAME = "SegUncertainty risk (Inferno)"
-# matplotlib's Inferno at 0, 1/8, ..., 1: used where Slicer's colour files are absent (slicer-core)
-INFERNO_ANCHORS = (
-    (0.001, 0.0, 0.014),
-    (0.129, 0.047, 0.291),
-    (0.342, 0.062, 0.429),
-    (0.541, 0.135, 0.415),
-    (0.736, 0.216, 0.33),
-    (0.894, 0.353, 0.194),
-    (0.978, 0.558, 0.035),
-    (0.975, 0.798, 0.206),
-    (0.988, 0.998, 0.645),
-)
+from .. import palette
+
+RISK_TABLE_NAME = "SegUncertainty risk"
 
 
 def risk_colour_node(scene: Any) -> Any:
-    """The colour table for risk maps: Slicer's Inferno, or an equivalent 256-colour table made once per scene."""
-    node = scene.GetNodeByID(INFERNO_ID)
-    if node is not None:
-        return node
+    """The colour table of risk maps (:mod:`..palette`: 256 colours from 0 to ``RISK_MAX``), made once per scene."""
     for existing in nodes_of_class(scene, "vtkMRMLColorTableNode"):
         if existing.GetName() == RISK_TABLE_NAME:
             return existing
     node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", RISK_TABLE_NAME)
     node.SetTypeToUser()
-    node.SetNumberOfColors(256)
-    positions = np.linspace(0.0, 1.0, len(INFERNO_ANCHORS))
-    anchors = np.asarray(INFERNO_ANCHORS)
-    for index, t in enumerate(np.linspace(0.0, 1.0, 256)):
-        rgb = [float(np.interp(t, positions, anchors[:, c])) for c in range(3)]
-        node.SetColor(index, f"{t:.3f}", *rgb, 1.0)
+    table = palette.risk_table(256)
+    node.SetNumberOfColors(len(table))
+    for index, (risk, rgb) in enumerate(zip(np.linspace(0.0, palette.RISK_MAX, len(table)), table, strict=True)):
+        node.SetColor(index, f"{risk:.3f}", *(float(c) for c in rgb), 1.0)
     node.SetHideFromEditors(False)
     return node
 
 
-def show_heatmap(volume: Any, opacity: float = 0.6, threshold: float = 0.1, maximum: float = 0.5) -> None:
+def show_heatmap(
+    volume: Any,
+    opacity: float = palette.RISK_OPACITY,
+    threshold: float = palette.RISK_FLOOR,
+    maximum: float = palette.RISK_MAX,
+) -> None:
     """Show a risk map (a scalar volume node of probabilities of error) as the foreground layer of every slice view.
 
     Voxels below ``threshold`` are transparent, so the image shows through where the risk is low.
-    The colour scale is fixed, the same in every case: from 0 (black) to ``maximum`` (pale
-    yellow; 0.5 by default, a voxel as likely wrong as right) and above.
+    The colour scale is fixed, the same in every case and in the report (:mod:`..palette`): from
+    yellow to red at ``maximum`` (0.5 by default, a voxel as likely wrong as right) and above.
     """
     display = volume.GetDisplayNode()
     if display is None:

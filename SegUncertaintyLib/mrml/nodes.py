@@ -14,12 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from .. import palette
 from ..errors import InputError
 from ..io import write_volume
 from ..volume import Geometry, Volume
-
-# colours of the segments of foreground classes 1, 2, ... (RGB in [0, 1]), then repeated
-CLASS_COLOURS = ((0.13, 0.65, 0.95), (0.35, 0.8, 0.35), (0.95, 0.8, 0.2), (0.75, 0.45, 0.9))
 
 
 def node_geometry(node: Any) -> Geometry:
@@ -114,7 +112,7 @@ def add_segmentation(
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(reference)
     ids = {}
     for value, segment_name in names.items():
-        colour = CLASS_COLOURS[(value - 1) % len(CLASS_COLOURS)]
+        colour = palette.class_colour(value)
         ids[value] = segmentation.GetSegmentation().AddEmptySegment("", segment_name, colour)
         set_segment(segmentation, ids[value], np.asarray(labels) == value, geometry)
     return segmentation, ids

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import palette
 from ..errors import InputError
 from ..io import read_volume
 from ..review.regions import Region
@@ -19,7 +20,6 @@ from . import display
 from .nodes import add_segmentation, add_volume, node_geometry, set_segment
 
 FRAGILE_SEGMENT = "fragile voxels"
-FRAGILE_COLOUR = (1.0, 0.25, 0.85)
 REGION_COLUMNS = (
     "Rank",
     "Status",
@@ -109,7 +109,7 @@ def load_results(scene: Any, output_dir: str | os.PathLike, reference: Any) -> R
     )
     fragile_id = None
     if "fragile" in outputs.get("maps", {}):
-        fragile_id = segmentation.GetSegmentation().AddEmptySegment("", FRAGILE_SEGMENT, FRAGILE_COLOUR)
+        fragile_id = segmentation.GetSegmentation().AddEmptySegment("", FRAGILE_SEGMENT, palette.FRAGILE_COLOUR)
         set_segment(segmentation, fragile_id, read(outputs["maps"]["fragile"]).array > 0, grid)
         display.show_outline_only(segmentation, fragile_id)
 

@@ -236,11 +236,16 @@ def focus_points(view: RunView, count: int = SLICED_REGIONS) -> list[tuple[str, 
     return [("the volume's centre (nothing segmented, no high-risk region)", tuple(n // 2 for n in view.labels.shape))]
 
 
+def layers(view: RunView) -> figures.Layers:
+    """What the pictures of a run show, windowed by the model's modality (and its card's window)."""
+    model = view.summary["model"]
+    window = figures.display_window(view.image.array, model.get("modality"), model.get("display_window"))
+    return figures.Layers(view.image.array, view.labels, view.risk, view.fragile, view.image.geometry, window)
+
+
 def case_thumbnail(view: RunView) -> bytes:
-    """PNG of the axial slice through the worst region (see :func:`focus_points`)."""
-    centre = focus_points(view, 1)[0][1]
-    spacing = view.image.geometry.spacing
-    return figures.thumbnail(view.image.array, view.labels, view.risk, view.fragile, centre, spacing)
+    """PNG of the axial view through the worst region (see :func:`focus_points`)."""
+    return figures.thumbnail(layers(view), focus_points(view, 1)[0][1])
 
 
 def data_uri(png: bytes) -> str:
@@ -345,10 +350,10 @@ figcaption { font-size: 13px; color: #444; } img { max-width: 100%; }
 def report_html(view: RunView) -> str:
     """The report page of a run (see the module docstring)."""
     summary = view.summary
-    spacing = view.image.geometry.spacing
+    shown, classes = layers(view), summary["model"]["classes"]
     slices = []
     for caption, centre in focus_points(view):
-        png = figures.slice_panel(view.image.array, view.labels, view.risk, view.fragile, centre, spacing)
+        png = figures.slice_panel(shown, centre, classes)
         slices.append(f"<figure><img alt='{html.escape(caption)}' src='{data_uri(png)}'>"
                       f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
     fg, band = outline_band(view.labels)
@@ -366,12 +371,15 @@ def report_html(view: RunView) -> str:
 <h1>{name}</h1>
 <p class="muted">model {html.escape(summary["model"]["name"])}, uncertainty {html.escape(summary["uncertainty"])},
 seguncertainty {html.escape(summary["version"])}; heatmap: {html.escape(view.risk_name)}
-(Inferno, 0 to {figures.RISK_MAX}); cyan: segmentation; green: fragile voxels</p>
+(the colour bar under each figure gives its scale; the same colours as in Slicer)</p>
 {_quality_block(summary)}
 <h2>Volume</h2>
 {_volume_rows(summary)}
 {fragile_line}
 <h2>Where it is most likely wrong</h2>
+<p class="muted">Views by anatomy in radiological convention, as Slicer shows them: the patient's right on the
+image's left (axial, coronal), anterior on the left (sagittal); the letters mark the patient's sides, the titles
+give each slice's position in RAS mm (the frame of the regions' centres below).</p>
 {"".join(slices)}
 <h2>High-risk regions</h2>
 {_region_rows(view)}
