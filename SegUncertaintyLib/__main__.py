@@ -1,8 +1,6 @@
 """``python -m SegUncertaintyLib ...`` is ``seguncertainty ...`` (how Slicer's module runs it in a child process)."""
 
-import sys
-
-from .cli import main
+from .cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

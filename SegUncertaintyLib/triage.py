@@ -13,7 +13,7 @@ whatever goes wrong with it (an unreadable file, its report, a bug) is kept in i
 listed with it in the worklist, and the others go on. The worklist (``worklist.csv``,
 ``worklist.html``) is rewritten every few cases and at the end: failed cases first, then scans
 outside what the model was made for, then worst estimated Dice first (cases without an estimate
-after, by expected wrong volume), with the volume and its interval, the fragile
+after, by the expected wrong volume in their regions), with the volume and its interval, the fragile
 volume, the region count, a thumbnail and a link to each report (only to a report that was written).
 
 One triage at a time writes into an output folder: it holds the folder's lock (see
@@ -202,7 +202,7 @@ def _done_row(folder: Path, name: str) -> dict[str, Any]:
         "volume_ml": round(sum(c["volume_ml"] for c in summary["classes"]), 4),
         "interval_90_ml": interval,
         "fragile_ml": (summary.get("fragility") or {}).get("fragile_volume_ml"),
-        "expected_wrong_ml": round(sum(float(r["expected_error_ml"]) for r in regions), 4),
+        "expected_wrong_in_regions_ml": round(sum(float(r["expected_error_ml"]) for r in regions), 4),
         "regions": len(regions),
         "report": f"cases/{name}/{REPORT_FILE}",
     }
@@ -236,9 +236,9 @@ def worklist_rows(output_dir: Path, inputs: list[CaseInput]) -> list[dict[str, A
         if row["status"] != "done":
             return (4, 0.0, row["case"])
         if row["outside"]:  # then scans the model was not made for, whatever their estimate
-            return (1, -row["expected_wrong_ml"], row["case"])
+            return (1, -row["expected_wrong_in_regions_ml"], row["case"])
         if row["estimated_dice"] is None:
-            return (3, -row["expected_wrong_ml"], row["case"])
+            return (3, -row["expected_wrong_in_regions_ml"], row["case"])
         return (2, row["estimated_dice"], row["case"])
 
     return sorted(rows, key=order)
@@ -246,7 +246,7 @@ def worklist_rows(output_dir: Path, inputs: list[CaseInput]) -> list[dict[str, A
 
 CSV_COLUMNS = (
     "rank case status outside estimated_dice estimated_dice_net needs_review volume_ml interval_90_low_ml "
-    "interval_90_high_ml fragile_ml expected_wrong_ml regions report input error outside_reasons"
+    "interval_90_high_ml fragile_ml expected_wrong_in_regions_ml regions report input error outside_reasons"
 ).split()
 
 
@@ -269,12 +269,14 @@ def write_worklist(output_dir: Path, rows: list[dict[str, Any]]) -> tuple[Path, 
     done = sum(r["status"] == "done" for r in rows)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>SegUncertainty worklist</title><style>{STYLE}
-td {{ vertical-align: middle; }} img.thumb {{ width: 120px; }}</style></head><body>
+td {{ vertical-align: middle; }} img.thumb {{ width: 180px; }}</style></head><body>
 <h1>Worklist</h1>
-<p class="muted">{done} of {len(rows)} cases done; scans outside what the model was trained on first, then the
-worst estimated Dice (estimated without ground truth).</p>
+<p class="muted">{done} of {len(rows)} cases done; the cases that failed first, then the scans outside what the
+model was trained on, then the worst estimated Dice (estimated without ground truth). Thumbnails: axial views in
+radiological convention (the patient's right on the left); the colours are the report's and Slicer's.</p>
 <table><tr><th>#</th><th>case</th><th>estimated Dice</th><th>volume (mL), 90 % interval</th><th>fragile (mL)</th>
-<th>expected wrong (mL)</th><th>regions</th><th>slice through the worst region</th></tr>
+<th title="the sum of the estimated probability of error over the high-risk regions">expected wrong in the regions
+(mL)</th><th>regions</th><th>axial view through the worst region</th></tr>
 {"".join(cards)}
 </table></body></html>
 """
@@ -306,7 +308,8 @@ def _html_row(output_dir: Path, rank: int, row: dict[str, Any]) -> str:
     href = html.escape(quote(row["report"]))
     return (
         f"<tr><td>{rank}</td><td><a href='{href}'>{name}</a></td><td>{badge or '–'}</td>"
-        f"<td>{volume}</td><td>{fragile}</td><td>{row['expected_wrong_ml']:.3f}</td><td>{row['regions']}</td>"
+        f"<td>{volume}</td><td>{fragile}</td><td>{row['expected_wrong_in_regions_ml']:.3f}</td>"
+        f"<td>{row['regions']}</td>"
         f"<td>{image}</td></tr>"
     )
 

@@ -107,8 +107,8 @@ def test_compare_methods_quick_smoke_run(tmp_path, lidc_cache):
         str(lidc_cache),
     ]
     result = subprocess.run(
-        [*command, "--output-dir", str(tmp_path / "out")], cwd=root, capture_output=True, text=True, timeout=600
-    )
+        [*command, "--output-dir", str(tmp_path / "out")], cwd=root, capture_output=True, text=True
+    )  # no timeout: a loaded machine may take many times longer, and no test depends on wall time
     assert result.returncode == 0, result.stderr[-2000:]
     assert "## Error detection by each uncertainty map" in result.stdout
     assert "### Cost per volume" in result.stdout

@@ -126,7 +126,7 @@ def test_the_reviewers_path(slicer_app, tmp_path):
     run = widget.process
     user.click(ui.applyButton)
     assert ui.applyButton.text == "Cancelling..." and not ui.applyButton.enabled
-    user.process_events(until=lambda: widget.process is None, timeout=60)
+    user.process_events(until=lambda: widget.process is None)
     assert is_gone(engine) and run.outputs is None  # never reported being done
     assert not folder.exists() and run_folders(tmp_path) == []
     assert ui.statusLabel.text.startswith("Cancelled") and ui.applyButton.text == "Apply"
@@ -198,7 +198,7 @@ def test_the_reviewers_path(slicer_app, tmp_path):
     user.process_events(until=lambda: len(interpreter_pids(pid_file)) == 3 and widget.process.fraction > 0)
     engine, run = interpreter_pids(pid_file)[-1], widget.process
     scene.Clear(0)
-    user.process_events(until=lambda: widget.process is None, timeout=60)
+    user.process_events(until=lambda: widget.process is None)
     assert is_gone(engine) and run.outputs is None and run_folders(tmp_path) == kept
     assert widget.logic.results is None and ui.regionTableView.mrmlTableNode() is None
     assert "Run a segmentation" in ui.remainingRiskLabel.text

@@ -9,16 +9,10 @@ from typing import Any
 from .widgets import QTimer
 
 
-def process_events(until: Callable[[], bool], timeout: float = 300.0, step: float = 0.05) -> None:
-    """Run the event loop (fire the running timers) until ``until()`` is true.
-
-    Raises:
-        AssertionError: not within ``timeout`` seconds (a bound against hangs, not a speed check).
-    """
-    deadline = time.monotonic() + timeout
+def process_events(until: Callable[[], bool], step: float = 0.05) -> None:
+    """Run the event loop (fire the running timers) until ``until()`` is true, however long that takes
+    (no test depends on wall time; CI's own limit ends a run that hangs)."""
     while not until():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still waiting after {timeout} s")
         for timer in list(QTimer._running):
             timer.timeout.emit()
         time.sleep(step)
