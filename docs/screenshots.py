@@ -5,7 +5,7 @@
 Runs ``predict --fragility`` on the bundled demo chest CT, loads the outputs into an MRML scene
 exactly as the Slicer module does (``SegUncertaintyLib.mrml.results.load_results``), and renders
 the axial, sagittal and coronal slice views through MRML's slice pipeline (``slicer-core`` wheel):
-background CT, the risk heatmap (Inferno, voxels below 0.1 transparent), the segmentation's
+background CT, the risk heatmap (:mod:`SegUncertaintyLib.palette`, voxels below 0.1 transparent), the segmentation's
 outline and the fragile voxels' outline, centred on the worst region. Writes ``review.png`` (the
 three views, a colour bar and the region table), one PNG per view, and the Sample Data thumbnail
 of the demo volume (``SegUncertainty/Resources/Icons/LIDCNoduleDemo.png``, the plain axial view).
@@ -22,8 +22,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.colors import LinearSegmentedColormap
 
+from SegUncertaintyLib import palette
 from SegUncertaintyLib.fragility.config import FragilityConfig
 from SegUncertaintyLib.io import read_volume
 from SegUncertaintyLib.mrml import display, headless, nodes, results, snapshot
@@ -32,7 +32,6 @@ from SegUncertaintyLib.resources import sample_path
 
 VIEWS = {"Red": "axial", "Yellow": "sagittal", "Green": "coronal"}
 THUMBNAIL = Path(__file__).resolve().parents[1] / "SegUncertainty" / "Resources" / "Icons" / "LIDCNoduleDemo.png"
-SEGMENT_COLOUR = (0.13, 0.65, 0.95)
 
 
 def reference_centre(image) -> tuple[float, float, float]:
@@ -57,7 +56,7 @@ def render(output_dir: Path, field_of_view_mm: float = 40.0, size: int = 400) ->
         segmentation = nodes.segment_mask(loaded.segmentation, loaded.segment_ids[1], reference)
         fragile = nodes.segment_mask(loaded.segmentation, loaded.fragile_segment_id, reference)
         snapshot.add_outline_layer(
-            scene, [segmentation, fragile], [SEGMENT_COLOUR, results.FRAGILE_COLOUR], grid, "outlines"
+            scene, [segmentation, fragile], [palette.class_colour(1), palette.FRAGILE_COLOUR], grid, "outlines"
         )
         worst = loaded.regions[0]
         pictures = {
@@ -79,18 +78,19 @@ def render(output_dir: Path, field_of_view_mm: float = 40.0, size: int = 400) ->
         axes.imshow(picture)
         axes.set_title(f"{VIEWS[view]} ({field_of_view_mm:.0f} mm)", fontsize=10)
         axes.axis("off")
-    colour_bar = figure.add_axes([0.77, 0.86, 0.2, 0.035])
-    inferno = LinearSegmentedColormap.from_list("risk", display.INFERNO_ANCHORS)
-    colour_bar.imshow(np.linspace(0, 1, 256)[None, :], cmap=inferno, aspect="auto", extent=(0, 0.5, 0, 1))
-    colour_bar.set_yticks([])
+    colour_bar = figure.add_axes([0.77, 0.8, 0.2, 0.06])
+    risks = np.linspace(0.0, palette.RISK_MAX, 256)
+    scale = np.stack([palette.blend_risk(np.full_like(risks, level), risks) for level in (0.0, 1.0)])
+    colour_bar.imshow(scale, aspect="auto", extent=(0, palette.RISK_MAX, 0, 1), interpolation="nearest")
+    colour_bar.set_yticks([0.25, 0.75], ["on white", "on black"], fontsize=7)
     colour_bar.set_xticks([0.1, 0.3, 0.5], ["0.1", "0.3", ">= 0.5"], fontsize=8)
-    colour_bar.set_title("estimated probability of error", fontsize=9)
+    colour_bar.set_title("estimated probability of error\n(below 0.1 not shown)", fontsize=9)
     legend = (
         f"blue outline: segmentation ({volume['name']}, {volume['volume_ml']:.2f} mL, "
         f"interval {volume['volume_interval_ml'][0]:.2f}-{volume['volume_interval_ml'][1]:.2f} mL)\n"
         "magenta: fragile voxels (an equally good adversarial model labels them differently)"
     )
-    figure.text(0.77, 0.72, legend, fontsize=8, va="top", wrap=True)
+    figure.text(0.77, 0.66, legend, fontsize=8, va="top", wrap=True)
     table = figure.add_axes([0.02, 0.01, 0.96, 0.17])
     table.axis("off")
     rows = [
