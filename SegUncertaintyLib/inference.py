@@ -115,8 +115,7 @@ def head_window(network: nn.Module, head: SegWithUHead, taps: Sequence[str] = ()
     def run(window: torch.Tensor) -> dict[str, torch.Tensor]:
         with FeatureTaps(network, names) as hooks:
             logits = network(window)
-        outputs = head(logits, [hooks.features[name] for name in head.tap_names])
-        maps = {name: getattr(outputs, name) for name in HEAD_MAPS}
+        maps = head.maps(logits, [hooks.features[name] for name in head.tap_names], HEAD_MAPS)
         return {"logits": logits, **maps, **{f"tap:{name}": hooks.features[name] for name in taps}}
 
     return run

@@ -79,6 +79,18 @@ def test_every_head_parameter_receives_a_gradient_and_the_backbone_none(real_bat
     assert all(p.grad is None and not p.requires_grad for p in backbone.parameters())
 
 
+def test_the_maps_in_slabs_are_the_maps_of_one_pass(real_batch, bundled_package):
+    """Predicting, the head runs its voxel-wise part a slab of W at a time (deepbet's 256^3 held 4 GB at once)."""
+    _, _, logits, features, _ = real_batch
+    head = load_head(bundled_package)
+    with torch.no_grad():
+        whole = head(logits, features)
+    for slab_voxels in (1, 7 * logits.shape[2] * logits.shape[3]):  # one column of W at a time; 7 columns
+        maps = head.maps(logits, features, slab_voxels=slab_voxels)
+        for name, value in maps.items():
+            torch.testing.assert_close(value, getattr(whole, name), rtol=0, atol=0)
+
+
 @pytest.fixture
 def package_copy(tmp_path, bundled_package):
     target = tmp_path / "pkg"

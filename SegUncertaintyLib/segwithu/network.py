@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+SLAB_VOXELS = 2**18  # voxels per slab of SegWithUHead.maps (its temporaries: about 250 bytes each)
+
 
 @dataclass
 class HeadConfig:
@@ -190,7 +192,41 @@ class SegWithUHead(nn.Module):
 
     def forward(self, logits: torch.Tensor, features: Sequence[torch.Tensor]) -> HeadOutputs:
         """Maps for ``(B, C, D, H, W)`` frozen logits and the tapped features (coarse or fine, any order)."""
-        h = _resize(self.fusion(features), logits.shape[2:])
+        return self._voxelwise(logits, _resize(self.fusion(features), logits.shape[2:]))
+
+    def maps(
+        self,
+        logits: torch.Tensor,
+        features: Sequence[torch.Tensor],
+        names: Sequence[str] = (),
+        slab_voxels: int = SLAB_VOXELS,
+    ) -> dict[str, torch.Tensor]:
+        """The maps ``names`` (default :data:`HEAD_MAPS`) of :meth:`forward`, ``(B, 1, D, H, W)`` each, no gradients.
+
+        Everything after the fusion is voxel-wise, so it runs a slab of the last axis (W) at a time
+        and only the asked-for maps are kept: its temporaries (about 250 bytes a voxel: the probe
+        responses, the 2R perturbed logits and their softmax) stay at a slab's size instead of the
+        window's (4 GB for deepbet's 256^3). Slabs of W, not D: PyTorch picks the kernel of a 1x1x1
+        convolution from ``N * C * D * H`` (oneDNN above 20480, else its own), which differ in the
+        last bit; slabs of W leave that product, and so every number, as one pass gives it.
+        """
+        names = list(names or HEAD_MAPS)
+        with torch.no_grad():
+            h = _resize(self.fusion(features), logits.shape[2:])
+            width = logits.shape[-1]
+            out = {name: logits.new_empty((logits.shape[0], 1, *logits.shape[2:])) for name in names}
+            step = max(1, slab_voxels // max(math.prod(logits.shape[2:-1]), 1))
+            for start in range(0, width, step):
+                piece = (..., slice(start, start + step))
+                # contiguous copies of the slab: strided views of a few columns are slow to work on
+                outputs = self._voxelwise(logits[piece].contiguous(), channels_last(h[piece]))
+                for name in names:
+                    out[name][piece] = getattr(outputs, name)
+                del outputs
+        return out
+
+    def _voxelwise(self, logits: torch.Tensor, h: torch.Tensor) -> HeadOutputs:
+        """:meth:`forward` from the fused features ``h`` on the logits' grid (voxel-wise from here on)."""
         v = self.probes(h)
         num_classes = logits.shape[1]
 
