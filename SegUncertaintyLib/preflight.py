@@ -58,10 +58,15 @@ def check_output_folder(path: str | os.PathLike) -> None:
         raise OutputError(f"the output folder {path} is a file, not a folder")
 
 
-def check_model(name_or_path: str | os.PathLike | None) -> None:
+def check_model(name_or_path: str | os.PathLike | None, *, complete: bool = True) -> None:
     """Refuse a model that is not there: an unknown name, a card naming a missing file, a network
     read from a distribution that is not installed, an nnU-Net folder without nnU-Net's architecture
     package.
+
+    Args:
+        name_or_path: a bundled model's name, a package folder, or a network file; None is the default model.
+        complete: every file the card names must be there. The research commands that write one of
+            them anew (train-head, prepare-replay, ...) pass False.
 
     A network file chosen with its card beside it is checked when it is loaded (its SHA-256 is
     computed once, then).
@@ -77,7 +82,8 @@ def check_model(name_or_path: str | os.PathLike | None) -> None:
             require("dynamic_network_architectures", "an nnU-Net folder", "--no-deps dynamic-network-architectures")
         return  # load_package says what such a folder lacks
     package = load_package(name_or_path)
-    check_card_files(package)
+    if complete:
+        check_card_files(package)
     for requirement in distribution_requirements(package.card):
         if not is_installed(requirement):
             raise ModelError(

@@ -250,3 +250,13 @@ def test_progress_none_still_prints_the_result(capsys, tmp_path):
     assert status == 0 and events == []
     assert "nodule:" in err and "to look at it: seguncertainty report --run-dir" in err
     assert "total" in err and "start-up" in err and "[" not in err  # the result, no progress bar
+
+
+def test_a_model_whose_weights_package_is_missing_is_refused_before_the_work(capsys, tmp_path, monkeypatch):
+    from SegUncertaintyLib import preflight
+
+    monkeypatch.setattr(preflight, "is_installed", lambda requirement: not requirement.startswith("deepbet"))
+    head = sample_path("itk-t1-head.nii.gz")
+    status, events, _ = run_cli(capsys, *predict_args(head, tmp_path / "out", "--model", "deepbet"))
+    assert status == 1 and "pip install deepbet==" in events[-1]["message"]
+    assert [e for e in events if e["event"] == "progress"] == []

@@ -39,6 +39,7 @@ def test_card_round_trip_keeps_unknown_sections(bundled_package):
     assert card.extra == {
         "quality": data["quality"],
         "applicability": data["applicability"],
+        "display": data["display"],
         "fragility": {"steps": 8, "radii_mm": [1, 2]},
     }
     assert card.to_dict() == data

