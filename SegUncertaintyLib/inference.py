@@ -188,15 +188,21 @@ def _output_device(compute: torch.device, voxels: int, channels: int) -> torch.d
     return torch.device("cpu")
 
 
-def argmax_labels(probabilities: torch.Tensor, slab: int = 16) -> torch.Tensor:
+def argmax_labels(scores: torch.Tensor, slab: int = 16) -> torch.Tensor:
     """``(k, j, i)`` uint8 argmax over the class axis of ``(C, k, j, i)`` probabilities (or logits).
 
-    Works slab by slab along k: a whole-volume argmax makes an int64 temporary 8x the size of the
-    label map (630 MB for a 512 x 512 x 300 CT).
+    Ties go to the lower class, as with ``torch.argmax``. A running maximum over the classes,
+    slab by slab along k: ``torch.argmax`` over a short leading axis is 8-14x slower on CPU
+    (10.6 s against 1.3 s for 3 x 300 x 512 x 512) and makes an int64 temporary 8x the size of the
+    label map.
     """
-    labels = torch.empty(probabilities.shape[1:], dtype=torch.uint8, device=probabilities.device)
-    for start in range(0, probabilities.shape[1], slab):
-        labels[start : start + slab] = probabilities[:, start : start + slab].argmax(dim=0)
+    labels = torch.zeros(scores.shape[1:], dtype=torch.uint8, device=scores.device)
+    for start in range(0, scores.shape[1], slab):
+        part, out = scores[:, start : start + slab], labels[start : start + slab]
+        best = part[0].clone()
+        for index in range(1, scores.shape[0]):
+            out.masked_fill_(part[index] > best, index)
+            torch.maximum(best, part[index], out=best)
     return labels
 
 

@@ -7,6 +7,7 @@ import torch
 
 from SegUncertaintyLib.errors import ModelError
 from SegUncertaintyLib.inference import (
+    argmax_labels,
     backbone_window,
     count_windows,
     predict_volume,
@@ -166,3 +167,12 @@ def test_device_resolution():
             resolve_device("cuda")
     with pytest.raises(ModelError, match="unknown device"):
         resolve_device("tpu")
+
+
+def test_argmax_labels_is_torch_argmax_with_ties_to_the_lower_class():
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(4, 37, 9, 11, generator=generator)
+    scores[2, :20] = scores[1, :20]  # ties between classes 1 and 2
+    scores[:, 30:] = 0.5  # all classes tied
+    for view in (scores, scores.permute(0, 1, 3, 2)):  # contiguous or not, as the network grid gives it
+        assert torch.equal(argmax_labels(view, slab=8), view.argmax(dim=0).to(torch.uint8))

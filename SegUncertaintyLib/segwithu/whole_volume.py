@@ -22,7 +22,7 @@ from torch import nn
 
 from ..data.cases import Case
 from ..data.mri_augment import augment_head
-from ..inference import prepare_image
+from ..inference import argmax_labels, prepare_image
 from ..model.backbones import FeatureTaps
 from ..model.package import ModelPackage
 from ..progress import Progress
@@ -72,7 +72,7 @@ def network_view(
     with torch.no_grad(), FeatureTaps(network, taps) as hooks:
         logits = network(image[None])[0]
     one_hot = torch.from_numpy(np.eye(package.card.num_classes, dtype=np.float32)[labels]).movedim(-1, 0)
-    on_grid = grid.to_network(one_hot.to(device)).argmax(0).to(torch.uint8)
+    on_grid = argmax_labels(grid.to_network(one_hot.to(device)))
     labels_np = on_grid.cpu().numpy()
     surface = np.argwhere(labels_np != ndimage.grey_erosion(labels_np, size=3)).astype(np.int32)
     return NetworkView(
