@@ -43,8 +43,10 @@ if os.path.isdir(os.path.join(_REPO, "SegUncertaintyLib")) and _REPO not in sys.
     sys.path.append(_REPO)
 
 from SegUncertaintyLib import palette  # noqa: E402  (plain numpy: the colours the report uses too)
+from SegUncertaintyLib.methods import PREDICT_CHOICES  # noqa: E402  (plain Python: the engine's method names)
 
-UNCERTAINTY_CHOICES = ["auto", "segwithu", "msp", "entropy", "mc-dropout", "tta", "ensemble"]
+# every method but "none": the module is there to show where the segmentation may be wrong
+UNCERTAINTY_CHOICES = [name for name in PREDICT_CHOICES if name != "none"]
 DEVICE_CHOICES = ["auto", "cpu", "cuda"]
 DEFAULT_MODEL = "lidc-nodule"
 TORCH_REQUIREMENT = ">=2.1"

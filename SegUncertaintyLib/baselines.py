@@ -21,13 +21,12 @@ from torch import nn
 
 from .errors import ModelError
 from .inference import WindowFunction, backbone_window, resolve_device
+from .methods import SAMPLING_METHODS, SINGLE_PASS_METHODS
 from .model.backbones import load_backbone
 from .model.members import dropout_package, ensemble_packages
 from .model.package import ModelPackage
 from .uncertainty import max_softmax_uncertainty, predictive_entropy
 
-SINGLE_PASS_METHODS = ("msp", "entropy")
-SAMPLING_METHODS = ("mc-dropout", "tta", "ensemble")
 DEFAULT_SAMPLES = {"mc-dropout": 10, "tta": 8}
 # every subset of the spatial axes of a (B, C, D, H, W) window, identity first
 DROPOUT_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)

@@ -29,6 +29,7 @@ from . import __version__, preflight
 from .child_process import STOP_ON_STDIN_EOF
 from .errors import Cancelled, InputError, SegUncertaintyError
 from .fragility.config import TRAINABLE  # plain Python: --help stays free of torch
+from .methods import EVALUATION_METHODS, PREDICT_CHOICES
 from .outputs import describe_removed
 from .progress import Progress, make_progress
 
@@ -73,12 +74,6 @@ def _held_out_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-limit", type=int, help="evaluate on only this many held-out cases")
 
 
-# the same names as pipeline.UNCERTAINTY_METHODS and evaluation.harness.EVALUATION_METHODS (a test checks);
-# spelled out here so that --help does not import torch
-UNCERTAINTY_METHODS = ("auto", "segwithu", "msp", "entropy", "mc-dropout", "tta", "ensemble", "none")
-EVALUATION_METHODS = ("segwithu", "msp", "entropy", "mc-dropout", "tta", "ensemble", "fragility")
-
-
 def _samples_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, help="passes of mc-dropout (default 10) and tta (default 8, at most 8)")
 
@@ -87,7 +82,7 @@ def _uncertainty_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--uncertainty",
         default="auto",
-        choices=UNCERTAINTY_METHODS,
+        choices=PREDICT_CHOICES,
         help="segwithu: calibration and ranking maps from the model's head (auto: segwithu when it has one); "
         "msp, entropy: from the probabilities; mc-dropout, tta, ensemble: entropy, mutual information and EPKL "
         "over sampled passes",

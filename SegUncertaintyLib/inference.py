@@ -259,6 +259,7 @@ def predict_volume(
     taps: Sequence[str] = (),
     progress: Progress | None = None,
     locate: bool = True,
+    locator: nn.Module | None = None,
 ) -> Prediction:
     """Segment a volume: probabilities and labels (and, with a head, its maps) on the input grid.
 
@@ -271,6 +272,7 @@ def predict_volume(
         taps: submodule names whose outputs to return, blended on the model grid (``features``).
         progress: receives stages ``"preprocess"``, ``"inference"``, ``"resample"``.
         locate: run a two-stage card's locating network first (see :mod:`.roi`).
+        locator: that network, already loaded (:func:`.roi.load_locator`); loaded here if None.
 
     Returns:
         A :class:`Prediction`.
@@ -278,7 +280,7 @@ def predict_volume(
     check_compatible(volume, package)
     card = package.card
     dev = resolve_device(device)
-    box = find_box(volume, package, dev) if locate else None
+    box = find_box(volume, package, dev, locator) if locate else None
     if box is not None:
         inner = Volume(volume.array[box], volume.geometry.cropped(box))
         return embed(predict_volume(inner, package, network, head, dev, taps, progress, locate=False), volume, box)
@@ -361,6 +363,7 @@ def predict_sampled(
     keep_sample_labels: bool = False,
     progress: Progress | None = None,
     locate: bool = True,
+    locator: nn.Module | None = None,
 ) -> Prediction:
     """Predict with M stochastic or alternative backbone passes and summarise them (MC dropout, TTA, ensembles).
 
@@ -377,13 +380,14 @@ def predict_sampled(
         keep_sample_labels: also return every sample's label map (``(M, k, j, i)`` uint8).
         progress: receives stages ``"preprocess"``, ``"inference"``, ``"resample"``.
         locate: run a two-stage card's locating network first (see :mod:`.roi`).
+        locator: that network, already loaded (:func:`.roi.load_locator`); loaded here if None.
 
     Returns:
         A :class:`Prediction` whose ``maps`` are those of :data:`SAMPLE_MAPS` on the input grid.
     """
     check_compatible(volume, package)
     dev = resolve_device(device)
-    box = find_box(volume, package, dev) if locate else None
+    box = find_box(volume, package, dev, locator) if locate else None
     if box is not None:
         inner = Volume(volume.array[box], volume.geometry.cropped(box))
         sampled = predict_sampled(inner, package, window_fns, dev, seed, keep_sample_labels, progress, locate=False)

@@ -41,22 +41,18 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .applicability import assess, novelty_tap
-from .baselines import SAMPLING_METHODS, SINGLE_PASS_METHODS, check_available, sampling_windows, single_pass_map
-from .errors import ModelError
+from .applicability import assess
 from .fragility.config import FragilityConfig
-from .fragility.replay import load_replay
-from .fragility.search import fragility_for
-from .inference import Prediction, predict_sampled, predict_volume, whole_volume
+from .inference import Prediction, whole_volume
 from .io import check_usable_size, check_writable_suffix, read_volume, write_volume
-from .model.package import ModelPackage, check_card_files, load_package
+from .model.package import ModelPackage, check_card_files
 from .network_grid import NetworkGrid
 from .output_checks import check_prediction
 from .outputs import StagedOutput
+from .predictor import Predictor
 from .progress import Progress
 from .quality.package import has_quality
 from .review.regions import DEFAULT_MERGE_MM, DEFAULT_THRESHOLD, find_regions
-from .segwithu.package import has_head, load_head
 from .volume import Volume
 
 PREDICT_STAGES = {"read": 0.05, "preprocess": 0.05, "inference": 0.75, "resample": 0.05, "write": 0.1}
@@ -130,50 +126,6 @@ def class_volumes(prediction: Prediction, classes: list[str]) -> list[dict[str, 
         row["volume_interval_ml"] = interval
         rows.append(row)
     return rows
-
-
-UNCERTAINTY_METHODS = ("auto", "segwithu", *SINGLE_PASS_METHODS, *SAMPLING_METHODS, "none")
-
-
-def resolve_uncertainty(uncertainty: str, package: ModelPackage) -> str:
-    """The method to run for a requested one (``auto``: ``segwithu`` when the package has a head, else ``none``)."""
-    if uncertainty == "auto":
-        return "segwithu" if has_head(package) else "none"
-    if uncertainty == "segwithu" and not has_head(package):
-        raise ModelError(
-            f"model {package.card.name!r} has no uncertainty head; train one with seguncertainty train-head, "
-            "or use another --uncertainty method"
-        )
-    if uncertainty not in UNCERTAINTY_METHODS:
-        raise ModelError(f"unknown uncertainty method {uncertainty!r}; use one of {', '.join(UNCERTAINTY_METHODS)}")
-    return uncertainty
-
-
-def run_method(
-    method: str,
-    volume: Volume,
-    package: ModelPackage,
-    device: str = "auto",
-    samples: int | None = None,
-    keep_sample_labels: bool = False,
-    progress: Progress | None = None,
-) -> Prediction:
-    """Segment ``volume`` with the uncertainty method ``method`` (as resolved by :func:`resolve_uncertainty`).
-
-    Returns:
-        A :class:`Prediction` on the input grid whose ``maps`` are the method's uncertainty maps.
-    """
-    if method in SAMPLING_METHODS:
-        windows = sampling_windows(method, package, device, samples)
-        return predict_sampled(
-            volume, package, windows, device, keep_sample_labels=keep_sample_labels, progress=progress
-        )
-    head = load_head(package) if method == "segwithu" else None
-    tap = novelty_tap(package) if "applicability" in package.card.extra else None  # read in the same pass
-    prediction = predict_volume(volume, package, head=head, device=device, taps=[tap] if tap else (), progress=progress)
-    if method in SINGLE_PASS_METHODS:
-        prediction.maps = single_pass_map(method, prediction.probabilities)
-    return prediction
 
 
 def risk_map(prediction: Prediction) -> tuple[str, np.ndarray]:
@@ -280,7 +232,7 @@ def check_size(volume: Volume, package: ModelPackage) -> None:
 def predict_to_files(
     input_path: str | os.PathLike,
     output_dir: str | os.PathLike,
-    model: str | os.PathLike | ModelPackage | None = None,
+    model: str | os.PathLike | ModelPackage | Predictor | None = None,
     device: str = "auto",
     file_format: str = "nrrd",
     uncertainty: str = "auto",
@@ -295,13 +247,15 @@ def predict_to_files(
     Args:
         input_path: image file or DICOM folder.
         output_dir: folder for the outputs (created if missing).
-        model: bundled model name, package folder, or an already loaded package (default model if None).
-        device: ``auto``, ``cpu`` or ``cuda``.
+        model: a :class:`.predictor.Predictor` (its networks are reused: the way to run many cases),
+            or a bundled model name, package folder or loaded package (default model if None).
+        device: ``auto``, ``cpu`` or ``cuda`` (a Predictor's own device is used when one is given).
         file_format: ``nrrd``, ``nii.gz``, ``nii`` or ``mha``.
-        uncertainty: one of :data:`UNCERTAINTY_METHODS` (``auto``: ``segwithu`` when the model has a head).
+        uncertainty: one of :data:`.methods.PREDICT_CHOICES` (``auto``: ``segwithu`` when the model has a head).
         progress: receives the stages of :data:`PREDICT_STAGES`.
-        samples: passes of ``mc-dropout`` (default 10) or ``tta`` (default 8).
-        fragility: also run the fragility search with these settings (the package needs a replay set).
+        samples: passes of ``mc-dropout`` (default 10) or ``tta`` (default 8); a Predictor's own when one is given.
+        fragility: also run the fragility search with these settings (the package needs a replay
+            set); with a Predictor, any value runs the search with the Predictor's settings.
         region_threshold: voxels whose estimated probability of error reaches it form the high-risk
             regions (``regions.json``; see :func:`review_regions`).
         series: the SeriesInstanceUID to read from a DICOM folder holding several series.
@@ -313,13 +267,15 @@ def predict_to_files(
     extension = "." + file_format.lstrip(".")
     check_writable_suffix(Path("x" + extension))
     started = time.perf_counter()
-    package = model if isinstance(model, ModelPackage) else load_package(model)
+    if isinstance(model, Predictor):
+        predictor = model
+    else:
+        predictor = Predictor(model, device, samples, fragility)
+    package = predictor.package
     check_card_files(package)
-    method = resolve_uncertainty(uncertainty, package)
-    if method in SAMPLING_METHODS:
-        check_available(method, package, samples)
+    method = predictor.resolve(uncertainty)
     if fragility is not None:
-        load_replay(package)  # fail before the slow part
+        _ = predictor.replay  # loaded and checked before the slow part
     report("read", 0.0)
     t0 = time.perf_counter()
     volume = read_volume(input_path, series=series)
@@ -328,11 +284,11 @@ def predict_to_files(
     report("read", 1.0)
 
     with StagedOutput(output_dir) as out:  # the folder is checked before the slow part
-        prediction = run_method(method, volume, package, device, samples, progress=report)
+        prediction = predictor.predict(volume, method, progress=report)
         check_prediction(prediction, package, method)  # before the search, the estimates and the files
         search = None
         if fragility is not None:
-            search = fragility_for(volume, package, prediction, fragility, device, progress=report)
+            search = predictor.search(volume, prediction, progress=report)
             prediction.maps.update(search.maps)
             prediction.timings["fragility"] = search.summary["seconds"]
             check_prediction(prediction, package, method)
@@ -372,7 +328,7 @@ def predict_to_files(
         if method == "segwithu" and has_quality(package):
             from .quality.estimate import estimate_quality
 
-            summary["quality"] = estimate_quality(volume, prediction, package)
+            summary["quality"] = estimate_quality(volume, prediction, package, predictor.quality)
             if not summary["applicability"]["within"]:  # an estimate for a scan it was not made for is no verdict
                 summary["quality"]["needs_review"] = True
         replaced = out.commit(summary)

@@ -31,13 +31,31 @@ from .preprocess import normalize_intensities, resize
 from .volume import Volume
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from .inference import Prediction
 
 Box = tuple[slice, slice, slice]
 
 
-def find_box(volume: Volume, package: ModelPackage, device: torch.device) -> Box | None:
+def load_locator(package: ModelPackage, device: torch.device) -> nn.Module | None:
+    """A two-stage card's locating network, in eval mode, on ``device``; None when the card asks for no crop."""
+    crop: dict[str, Any] | None = package.card.inference.get("crop")
+    if not crop:
+        return None
+    return load_torchscript(package, crop["architecture"]["args"]).to(device).eval()
+
+
+def find_box(
+    volume: Volume, package: ModelPackage, device: torch.device, locator: nn.Module | None = None
+) -> Box | None:
     """The ``(k, j, i)`` box the main network should run on, or None when the card asks for no crop.
+
+    Args:
+        volume: the input image, any grid.
+        package: the model package (its card's ``inference.crop``).
+        device: where the locating network runs.
+        locator: the loaded locating network (:func:`load_locator`); loaded here if None.
 
     Raises:
         InputError: the locating network finds nothing (not an image of what the model segments).
@@ -49,7 +67,7 @@ def find_box(volume: Volume, package: ModelPackage, device: torch.device) -> Box
     small_shape = order.array_shape(tuple(int(n) for n in crop["shape"]))
     normalized = torch.from_numpy(normalize_intensities(volume.array, package.card.normalization)).to(device)
     small = order.to_network(resize(normalized[None], small_shape))
-    network = load_torchscript(package, crop["architecture"]["args"]).to(device).eval()
+    network = locator or load_locator(package, device)
     with torch.inference_mode():
         probability = torch.softmax(network(small[None]), dim=1)[0, 1]
         found = order.from_network(probability).cpu().numpy() > float(crop.get("threshold", 0.5))

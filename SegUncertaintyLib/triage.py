@@ -39,8 +39,8 @@ from .file_kinds import is_dicom_folder
 from .fragility.config import FragilityConfig
 from .fsutil import FolderLock, atomic_write, dumps_strict, loads_strict, make_folder, remove_debris
 from .io import dicom_series, volume_series
-from .model.package import ModelPackage, load_package
 from .pipeline import predict_to_files
+from .predictor import Predictor
 from .progress import Progress
 from .reporting.case_report import (
     REPORT_FILE,
@@ -368,21 +368,21 @@ def finish_case(folder: Path, source: CaseInput) -> None:
 def run_case(
     source: CaseInput,
     folder: Path,
-    package: ModelPackage,
-    device: str,
+    predictor: Predictor,
     fragility: FragilityConfig | None,
     region_threshold: float,
 ) -> str:
     """Predict one case into ``folder``: ``"ran"``, or ``"failed"`` with the reason in ``failed.json``.
 
-    Any error of the case is recorded (only a cancellation goes on up): one case never stops a batch.
+    ``predictor`` serves every case of the run (its networks and search are built once); the
+    search runs when ``fragility`` is given. Any error of the case is recorded (only a
+    cancellation goes on up): one case never stops a batch.
     """
     try:
         predict_to_files(
             source.path,
             folder,
-            package,
-            device,
+            predictor,
             fragility=fragility,
             region_threshold=region_threshold,
             series=source.series,
@@ -450,14 +450,14 @@ def triage(
             (output_dir / "cases").mkdir(exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot write into output folder {output_dir}: {exc.strerror}") from None
-        package = load_package(model)
+        predictor = Predictor(model, device, fragility=fragility)  # loaded once for every case
         try:
             for n, (source, name) in enumerate(zip(inputs, names, strict=True)):
                 folder = output_dir / "cases" / name
                 if is_finished(folder, source):
                     outcome = "skipped"
                 else:
-                    outcome = run_case(source, folder, package, device, fragility, region_threshold)
+                    outcome = run_case(source, folder, predictor, fragility, region_threshold)
                 if outcome != "failed" and not _finish(folder, source):
                     outcome = "failed"
                 counts[outcome] += 1

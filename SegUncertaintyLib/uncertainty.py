@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .methods import METHODS
+
 
 def max_softmax_uncertainty(probabilities: np.ndarray) -> np.ndarray:
     """``1 - max_c p_c`` per voxel from ``(C, ...)`` probabilities; higher = more likely wrong."""
@@ -21,7 +23,7 @@ def predictive_entropy(probabilities: np.ndarray) -> np.ndarray:
     return -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(axis=0)
 
 
-SAMPLE_MAPS = ("entropy", "expected_entropy", "mutual_information", "epkl")
+SAMPLE_MAPS = METHODS["tta"].maps  # every sampling method writes these
 
 
 class SampleStatistics:

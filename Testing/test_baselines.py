@@ -15,7 +15,7 @@ from SegUncertaintyLib.io import read_volume
 from SegUncertaintyLib.model.backbones import load_backbone
 from SegUncertaintyLib.model.members import dropout_package, ensemble_packages, member_packages
 from SegUncertaintyLib.model.package import load_package
-from SegUncertaintyLib.pipeline import run_method
+from SegUncertaintyLib.predictor import Predictor
 from SegUncertaintyLib.resources import sample_path
 from SegUncertaintyLib.uncertainty import SampleStatistics
 
@@ -91,7 +91,7 @@ def test_mc_dropout_samples_differ_are_seeded_and_leave_the_global_random_state(
     state = torch.get_rng_state()
     first = predict_sampled(demo_volume, bundled_package, windows, "cpu", keep_sample_labels=True)
     assert torch.equal(state, torch.get_rng_state())
-    second = run_method("mc-dropout", demo_volume, bundled_package, "cpu", samples=3)
+    second = Predictor(bundled_package, "cpu", samples=3).predict(demo_volume, "mc-dropout")
     np.testing.assert_array_equal(first.maps["epkl"], second.maps["epkl"])
     assert first.forward_passes == 3 and first.sample_labels.shape == (3, *demo_volume.geometry.shape)
     assert first.maps["mutual_information"].max() > 1e-3
@@ -107,7 +107,7 @@ def test_the_ensemble_is_the_package_and_its_members(bundled_package, demo_volum
     ensemble = ensemble_packages(bundled_package)
     assert ensemble[0] is bundled_package and len(ensemble) >= 3
     assert len({p.card.files["backbone.safetensors"] for p in ensemble}) == len(ensemble)  # distinct weights
-    prediction = run_method("ensemble", demo_volume, bundled_package, "cpu")
+    prediction = Predictor(bundled_package, "cpu").predict(demo_volume, "ensemble")
     assert prediction.forward_passes == len(ensemble)
     assert prediction.maps["mutual_information"].max() > 1e-3
 

@@ -56,15 +56,6 @@ def test_every_subpackage_is_in_the_wheel():
     assert found <= listed, f"add to pyproject.toml packages: {sorted(found - listed)}"
 
 
-def test_cli_method_names_match_the_library():
-    from SegUncertaintyLib import cli
-    from SegUncertaintyLib.evaluation.harness import EVALUATION_METHODS
-    from SegUncertaintyLib.pipeline import UNCERTAINTY_METHODS
-
-    assert cli.UNCERTAINTY_METHODS == UNCERTAINTY_METHODS
-    assert cli.EVALUATION_METHODS == EVALUATION_METHODS
-
-
 def test_cli_region_threshold_default_matches_the_library():
     from SegUncertaintyLib import cli
     from SegUncertaintyLib.review.regions import DEFAULT_THRESHOLD

@@ -80,15 +80,14 @@ def test_every_parameter_name_in_the_ui_is_a_parameter():
 
 
 def test_combo_box_choices_match_the_parameters_and_the_command():
-    from SegUncertaintyLib.pipeline import UNCERTAINTY_METHODS
+    from SegUncertaintyLib.methods import PREDICT_CHOICES
 
     items = {
         name: [i.find("property/string").text for i in widget.findall("item")]
         for name, widget in widgets().items()
         if widget.get("class") == "QComboBox"
     }
-    assert items["uncertaintyComboBox"] == module_constant("UNCERTAINTY_CHOICES")
-    assert set(module_constant("UNCERTAINTY_CHOICES")) == set(UNCERTAINTY_METHODS) - {"none"}
+    assert items["uncertaintyComboBox"] == [name for name in PREDICT_CHOICES if name != "none"]
     assert items["deviceComboBox"] == module_constant("DEVICE_CHOICES") == ["auto", "cpu", "cuda"]
 
 

@@ -45,7 +45,9 @@ def read_worklist(path):
         return list(csv.DictReader(handle))
 
 
-def test_triage_ranks_resumes_and_survives_a_bad_file(volumes, quality_model, tmp_path):
+def test_triage_ranks_resumes_and_survives_a_bad_file(volumes, quality_model, tmp_path, monkeypatch):
+    from SegUncertaintyLib import predictor
+
     out = tmp_path / "triage"
     stop_after = {"count": 0}
 
@@ -54,10 +56,17 @@ def test_triage_ranks_resumes_and_survives_a_bad_file(volumes, quality_model, tm
         if stop_after["count"] == 2:
             raise Cancelled("stopped by the test")
 
+    loads = []
+    for name in ("load_backbone", "load_head", "load_quality"):  # the real loaders, counted
+        real = getattr(predictor, name)
+        monkeypatch.setattr(
+            predictor, name, lambda *a, _real=real, _name=name, **k: loads.append(_name) or _real(*a, **k)
+        )
     with pytest.raises(Cancelled):
         triage(volumes, out, quality_model, "cpu", progress=stop)
     done = [p.parent.name for p in (out / "cases").glob("*/summary.json")]
     assert len(done) == 2  # the cases finished before the stop are kept whole
+    assert sorted(loads) == ["load_backbone", "load_head", "load_quality"]  # once for both cases
     assert not list((out / "cases").glob("*/.*"))  # no staging leftovers
     assert len(read_worklist(out / "worklist.csv")) == 4  # written when stopped too
 

@@ -33,13 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from ..baselines import SAMPLING_METHODS, SINGLE_PASS_METHODS, check_available, sampling_windows, single_pass_map
+from ..baselines import check_available, single_pass_map
 from ..data.cases import Case
 from ..errors import SegUncertaintyError
 from ..fragility.config import FragilityConfig
 from ..fragility.replay import load_replay
-from ..fragility.search import FragilitySearch
-from ..inference import Prediction, predict_sampled, predict_volume, resolve_device
+from ..inference import Prediction
+from ..methods import EVALUATION_METHODS, METHODS, SAMPLING_METHODS
 from ..metrics import (
     CalibrationBins,
     aurc,
@@ -60,33 +60,16 @@ from ..metrics import (
     variability_agreement,
     volume_crps,
 )
-from ..model.backbones import load_backbone
 from ..model.package import ModelPackage
+from ..predictor import Predictor
 from ..progress import Progress
-from ..segwithu.package import has_head, load_head
+from ..segwithu.package import has_head
 
 # The uncertainty maps each method is scored by (higher = more likely wrong).
-SCORES: dict[str, tuple[str, ...]] = {
-    "segwithu": ("ranking",),
-    "msp": ("max_softmax",),
-    "entropy": ("entropy",),
-    "mc-dropout": ("entropy", "mutual_information", "epkl"),
-    "tta": ("entropy", "mutual_information", "epkl"),
-    "ensemble": ("entropy", "mutual_information", "epkl"),
-    "fragility": ("flip_mass", "fragility_epistemic", "fragility_total"),
-}
+SCORES: dict[str, tuple[str, ...]] = {name: m.scores for name, m in METHODS.items()}
 # The maps a method splits its uncertainty into (role -> map), compared with the raters' variability.
-_SAMPLED = {"epistemic": "mutual_information", "aleatoric": "expected_entropy", "total": "entropy"}
-DECOMPOSITION: dict[str, dict[str, str]] = {
-    "segwithu": {"epistemic": "epistemic", "aleatoric": "aleatoric"},
-    "entropy": {"total": "entropy"},
-    "mc-dropout": _SAMPLED,
-    "tta": _SAMPLED,
-    "ensemble": _SAMPLED,
-    "fragility": {"epistemic": "fragility_epistemic", "aleatoric": "fragility_aleatoric", "total": "fragility_total"},
-}
-EVALUATION_METHODS = tuple(SCORES)
-SINGLE_PASS = ("segwithu", *SINGLE_PASS_METHODS, "fragility")  # share one backbone pass per case
+DECOMPOSITION: dict[str, dict[str, str]] = {name: m.decomposition for name, m in METHODS.items() if m.decomposition}
+SINGLE_PASS = tuple(name for name, m in METHODS.items() if m.runs != "sampling")  # share one backbone pass per case
 
 
 @dataclass
@@ -264,27 +247,22 @@ def evaluate_methods(
             result.pooled[(method, name)] = PooledScores()
     report = progress or Progress()
     single = [m for m in methods if m in SINGLE_PASS]
-    # networks are loaded once for the whole split
-    network = load_backbone(package, resolve_device(device)) if single else None
-    head = load_head(package, resolve_device(device)) if "segwithu" in single else None
-    search = None
-    if "fragility" in methods:
-        search = FragilitySearch(package, network, load_replay(package), fragility, resolve_device(device))
-    windows = {m: sampling_windows(m, package, device, samples) for m in methods if m in SAMPLING_METHODS}
+    sampling = [m for m in methods if m in SAMPLING_METHODS]
+    predictor = Predictor(package, device, samples, fragility)  # networks loaded once for the whole split
     for n, case in enumerate(cases):
         outputs: dict[str, tuple[Prediction, float]] = {}
         if single:
             start = time.perf_counter()
-            shared = predict_volume(case.volume, package, network=network, head=head, device=device)
+            shared = predictor.predict(case.volume, "segwithu" if "segwithu" in single else "none")
             for method in single:
                 outputs[method] = (shared, time.perf_counter() - start)
-            if search is not None:
+            if "fragility" in single:
                 start = time.perf_counter()
-                found = search.run(case.volume, shared, keep_sample_labels=True)
+                found = predictor.search(case.volume, shared, keep_sample_labels=True)
                 outputs["fragility"] = (found, outputs["fragility"][1] + time.perf_counter() - start)
-        for method, window_fns in windows.items():
+        for method in sampling:
             start = time.perf_counter()
-            prediction = predict_sampled(case.volume, package, window_fns, device, keep_sample_labels=True)
+            prediction = predictor.predict(case.volume, method, keep_sample_labels=True)
             outputs[method] = (prediction, time.perf_counter() - start)
         for method in methods:
             prediction, seconds = outputs[method]

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inference import Prediction, argmax_labels, predict_volume, prepare_image, resolve_device
-from ..model.backbones import load_backbone
+from ..inference import Prediction, argmax_labels, prepare_image
+from ..methods import METHODS
 from ..model.package import ModelPackage
 from ..network_grid import NetworkGrid
 from ..progress import Progress
@@ -41,11 +41,11 @@ from ..uncertainty import predictive_entropy
 from ..volume import Volume
 from .config import FragilityConfig
 from .layout import Box, Tile, padding_before, reach_crop, shift, tiles_for
-from .replay import ReplaySet, load_replay
+from .replay import ReplaySet
 from .tail import Tail, batched_tail, crop_inputs, input_scale, stacked_parameters, tail_spec, trunk_pass
 from .targets import Target, adversary_name, band_regions, make_targets
 
-FRAGILITY_MAPS = ("fragility_total", "fragility_aleatoric", "fragility_epistemic", "flip_mass", "first_flip", "fragile")
+FRAGILITY_MAPS = METHODS["fragility"].maps
 
 
 @dataclass
@@ -395,33 +395,3 @@ def _reference_maps(reference: Prediction) -> dict[str, np.ndarray]:
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log(p.clamp_min(1e-12))).sum(dim=0)
-
-
-def fragility_for(
-    volume: Volume,
-    package: ModelPackage,
-    prediction: Prediction,
-    config: FragilityConfig | None = None,
-    device: str | torch.device = "auto",
-    keep_sample_labels: bool = False,
-    progress: Progress | None = None,
-) -> FragilityResult:
-    """Fragility maps for a volume predicted by any method (one-off; :class:`FragilitySearch` serves many).
-
-    Args:
-        volume: the input image.
-        package: the model package; it must carry a replay set.
-        prediction: a prediction of ``volume``; when it has no backbone logits (sampling methods) the
-            backbone runs once more for the reference.
-        config: the search settings (defaults of :class:`FragilityConfig` if None).
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        keep_sample_labels: also return the reference's and each adversary's label map.
-        progress: receives stage ``"fragility"``.
-    """
-    replay = load_replay(package)
-    dev = resolve_device(device)
-    network = load_backbone(package, dev)
-    if prediction.logits is None:
-        prediction = predict_volume(volume, package, network=network, device=dev)
-    search = FragilitySearch(package, network, replay, config, dev)
-    return search.run(volume, prediction, keep_sample_labels, progress)

@@ -16,21 +16,21 @@ def describe(package: ModelPackage) -> dict[str, Any]:
     TorchScript file from a Python package that is not installed, or weights that fail their checksum.
     """
     from ..fragility.replay import has_replay
+    from ..methods import METHODS
     from ..segwithu.package import has_head
     from .backbones import load_backbone
     from .members import dropout_rate, member_packages
 
     card = package.card
-    methods = ["msp", "entropy", "tta"]
-    if has_head(package):
-        methods.insert(0, "segwithu")
     backbones = [package, *member_packages(package)]
-    if any(dropout_rate(b) > 0 for b in backbones):
-        methods.append("mc-dropout")
-    if sum(dropout_rate(b) == 0 for b in backbones) >= 2:
-        methods.append("ensemble")
-    if has_replay(package):
-        methods.append("fragility")
+    carries = {
+        None: True,
+        "head": has_head(package),
+        "dropout": any(dropout_rate(b) > 0 for b in backbones),
+        "members": sum(dropout_rate(b) == 0 for b in backbones) >= 2,
+        "replay": has_replay(package),
+    }
+    methods = [name for name, method in METHODS.items() if carries[method.needs]]
     summary = {
         "name": card.name,
         "path": str(package.path),

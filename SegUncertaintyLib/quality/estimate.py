@@ -12,17 +12,23 @@ from ..preprocess import normalize_intensities
 from ..volume import Volume
 from .features import case_features
 from .package import load_quality
-from .predictor import net_input, predict_net
+from .predictor import LinearQuality, QualityNet, net_input, predict_net
 from .volume import VolumeEvidence
 
 
-def estimate_quality(volume: Volume, prediction: Prediction, package: ModelPackage) -> dict[str, Any]:
+def estimate_quality(
+    volume: Volume,
+    prediction: Prediction,
+    package: ModelPackage,
+    predictors: tuple[LinearQuality, QualityNet, float] | None = None,
+) -> dict[str, Any]:
     """Estimated Dice (both predictors), the volume forecast and the features, for a prediction made with the head.
 
     Args:
         volume: the input image (raw intensities) on the prediction's grid.
         prediction: the head's prediction (its maps give the features).
         package: a package with quality predictors (see :func:`.package.has_quality`).
+        predictors: those predictors, already loaded (:func:`.package.load_quality`); loaded here if None.
 
     Returns:
         ``estimated_dice`` (linear predictor) and ``estimated_dice_net`` in [0, 1]; ``needs_review``
@@ -32,7 +38,7 @@ def estimate_quality(volume: Volume, prediction: Prediction, package: ModelPacka
     """
     from ..pipeline import best_probabilities, risk_map
 
-    linear, net, scale = load_quality(package)
+    linear, net, scale = predictors or load_quality(package)
     features = case_features(prediction, prediction.maps.get("fragile"))
     foreground = 1.0 - best_probabilities(prediction)[0]
     image = normalize_intensities(volume.array, package.card.normalization)
