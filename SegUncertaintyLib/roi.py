@@ -67,7 +67,7 @@ def find_box(
     small_shape = order.array_shape(tuple(int(n) for n in crop["shape"]))
     normalized = torch.from_numpy(normalize_intensities(volume.array, package.card.normalization)).to(device)
     small = order.to_network(resize(normalized[None], small_shape))
-    network = locator or load_locator(package, device)
+    network = locator if locator is not None else load_locator(package, device)
     with torch.inference_mode():
         probability = torch.softmax(network(small[None]), dim=1)[0, 1]
         found = order.from_network(probability).cpu().numpy() > float(crop.get("threshold", 0.5))
