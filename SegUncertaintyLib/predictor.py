@@ -112,7 +112,7 @@ class Predictor:
                 f"model {self.package.card.name!r} has no uncertainty head; train one with seguncertainty train-head, "
                 "or use another --uncertainty method"
             )
-        if uncertainty in SAMPLING_METHODS:
+        if uncertainty in SAMPLING_METHODS and uncertainty not in self._windows:  # loaded windows passed it
             check_available(uncertainty, self.package, self.samples)
         return uncertainty
 
