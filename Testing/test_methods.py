@@ -64,3 +64,12 @@ def test_unknown_and_unservable_methods_are_refused_by_name(predictor, tmp_path)
 
 def test_the_catalog_lists_what_the_package_carries_in_registry_order(bundled_package):
     assert describe(bundled_package)["methods"] == list(METHODS)  # head, dropout, members, replay: all there
+
+
+def test_predict_many_gives_each_volume_what_predict_gives(predictor, demo):
+    flipped = type(demo)(demo.array[:, ::-1].copy(), demo.geometry)  # another volume on the same grid
+    many = list(predictor.predict_many([demo, flipped], "msp"))
+    for volume, prediction in zip([demo, flipped], many, strict=True):
+        alone = predictor.predict(volume, "msp")
+        assert (prediction.labels == alone.labels).all()
+        assert (prediction.maps["max_softmax"] == alone.maps["max_softmax"]).all()
