@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError
-from .inference import Prediction
 from .model.package import ModelPackage
 from .network_grid import covering_grid
+from .prediction import Prediction
 from .preprocess import normalize_intensities
 from .volume import Volume
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -23,12 +23,12 @@ from .errors import InputError, ModelError
 from .model.backbones import FeatureTaps, load_backbone
 from .model.package import ModelPackage
 from .network_grid import NetworkGrid
+from .prediction import Prediction
 from .preprocess import normalize_intensities
 from .progress import Progress
 from .roi import embed, find_box
-from .segwithu.network import HEAD_MAPS, SegWithUHead, temper
 from .uncertainty import SampleStatistics
-from .volume import Geometry, Volume
+from .volume import Volume
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -43,50 +43,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
-@dataclass
-class Prediction:
-    """What one inference gives.
-
-    Attributes:
-        probabilities: ``(C, k, j, i)`` float32 class probabilities on the input grid (sum to 1).
-        labels: ``(k, j, i)`` uint8 argmax of ``probabilities``.
-        geometry: the input grid (every array here lies on it exactly).
-        grid: the model grid the network ran on and the way between it and the input grid
-            (:class:`~.network_grid.NetworkGrid`; for two-stage models, of the located box, see :mod:`.roi`).
-        features: tap name -> ``(C_f, d, h, w)`` float32 tensor on (a scaled copy of) the model grid.
-        logits: ``(C, k, j, i)`` float32 blended logits on the model grid (None for sampled predictions).
-        calibrated_probabilities: with a head, ``(C, k, j, i)`` softmax of the tempered logits
-            ``z / sqrt(1 + U_cal)`` on the input grid (same argmax as ``probabilities``).
-        maps: with a head, ``(k, j, i)`` float32 maps on the input grid: ``ranking`` (higher = more
-            likely wrong), ``calibration``, ``epistemic``, ``aleatoric`` and, when the package
-            knows its scale, ``error_probability`` (the ranking map as an estimated probability of
-            error, in [0, 1]).
-        sample_labels: for sampled predictions asked to keep them, ``(M, k, j, i)`` uint8 label map of
-            every sample on the input grid.
-        forward_passes: passes of a backbone over the whole volume (1, or M for sampled predictions).
-        timings: seconds per stage.
-        device: where the network ran (``"cpu"``, ``"cuda:0"``).
-    """
-
-    probabilities: np.ndarray
-    labels: np.ndarray
-    geometry: Geometry
-    grid: NetworkGrid
-    logits: torch.Tensor | None = None
-    features: dict[str, torch.Tensor] = field(default_factory=dict)
-    calibrated_probabilities: np.ndarray | None = None
-    maps: dict[str, np.ndarray] = field(default_factory=dict)
-    sample_labels: np.ndarray | None = None
-    forward_passes: int = 1
-    timings: dict[str, float] = field(default_factory=dict)
-    device: str = "cpu"
-
-    @property
-    def model_geometry(self) -> Geometry:
-        """The model grid (``grid.geometry``)."""
-        return self.grid.geometry
-
-
 def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
     """Number of sliding windows MONAI visits on a grid of ``shape`` (padded up to ``roi``)."""
     size = [max(s, r) for s, r in zip(shape, roi, strict=True)]
@@ -97,25 +53,66 @@ def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> i
 WindowFunction = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
+class WindowHead(Protocol):
+    """An uncertainty head read in the same backbone pass (SegWithU's :class:`~.segwithu.network.SegWithUHead`).
+
+    The engine knows a head only by this: which submodules it reads, which maps it writes, how to
+    compute them for a window, and how its calibration map tempers logits on the input grid.
+    """
+
+    output_names: tuple[str, ...]  # the maps :meth:`maps` gives, blended and resampled in this order
+
+    @property
+    def tap_names(self) -> list[str]: ...
+
+    def maps(
+        self, logits: torch.Tensor, features: Sequence[torch.Tensor], names: Sequence[str] = ()
+    ) -> dict[str, torch.Tensor]:
+        """``(B, 1, D, H, W)`` maps of ``names`` for ``(B, C, D, H, W)`` window logits and the tapped features."""
+        ...
+
+    def calibrated_logits(self, logits: torch.Tensor, maps: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``(C, k, j, i)`` calibrated logits from logits and the head's ``(k, j, i)`` maps (same argmax)."""
+        ...
+
+    def to(self, device: torch.device) -> WindowHead: ...
+
+    def eval(self) -> WindowHead: ...
+
+
+def channels_last_network(network: nn.Module) -> nn.Module:
+    """``network`` with its 3D convolution weights in channels-last order (in place), for windowed inference.
+
+    With channels-last windows too, oneDNN runs the 3D convolutions without reordering each one:
+    0.10 against 0.13 s for two 48^3 windows of the bundled backbone on 2 CPU cores. The logits
+    differ from channels-first ones by rounding only (about 1e-5).
+    """
+    return network.to(memory_format=torch.channels_last_3d)
+
+
 def backbone_window(network: nn.Module, taps: Sequence[str] = ()) -> WindowFunction:
     """Window function giving ``{"logits": (B, C, ...), "tap:<name>": (B, C_f, ...)}``."""
 
+    channels_last_network(network)
+
     def run(window: torch.Tensor) -> dict[str, torch.Tensor]:
         with FeatureTaps(network, taps) as hooks:
-            logits = network(window)
+            logits = network(window.contiguous(memory_format=torch.channels_last_3d))
         return {"logits": logits, **{f"tap:{k}": v for k, v in hooks.features.items()}}
 
     return run
 
 
-def head_window(network: nn.Module, head: SegWithUHead, taps: Sequence[str] = ()) -> WindowFunction:
-    """Window function giving the logits, the head's maps (``HEAD_MAPS``) and ``tap:<name>`` from one backbone pass."""
+def head_window(network: nn.Module, head: WindowHead, taps: Sequence[str] = ()) -> WindowFunction:
+    """Window function giving the logits, the head's maps (``head.output_names``) and ``tap:<name>``, one pass."""
     names = list(dict.fromkeys([*head.tap_names, *taps]))
+
+    channels_last_network(network)
 
     def run(window: torch.Tensor) -> dict[str, torch.Tensor]:
         with FeatureTaps(network, names) as hooks:
-            logits = network(window)
-        maps = head.maps(logits, [hooks.features[name] for name in head.tap_names], HEAD_MAPS)
+            logits = network(window.contiguous(memory_format=torch.channels_last_3d))
+        maps = head.maps(logits, [hooks.features[name] for name in head.tap_names], head.output_names)
         return {"logits": logits, **maps, **{f"tap:{name}": hooks.features[name] for name in taps}}
 
     return run
@@ -218,7 +215,7 @@ def check_compatible(volume: Volume, package: ModelPackage) -> None:
 
 def whole_volume(package: ModelPackage) -> bool:
     """True when the network sees the whole volume at once, resized to the card's ``inference.shape``."""
-    return package.card.inference.get("mode", "window") == "whole"
+    return package.card.inference.mode == "whole"
 
 
 def prepare_image(
@@ -243,8 +240,8 @@ def blend_windows(
         window_fn,
         image,
         roi_size=tuple(image.shape[1:]) if whole_volume(package) else package.card.patch_size,
-        overlap=float(inference.get("overlap", 0.5)),
-        sw_batch_size=int(inference.get("sw_batch_size", 2)),
+        overlap=inference.overlap,
+        sw_batch_size=inference.sw_batch_size,
         progress=progress,
         output_device=_output_device(image.device, int(np.prod(image.shape[1:])), channels),
     )
@@ -254,7 +251,7 @@ def predict_volume(
     volume: Volume,
     package: ModelPackage,
     network: nn.Module | None = None,
-    head: SegWithUHead | None = None,
+    head: WindowHead | None = None,
     device: str | torch.device = "auto",
     taps: Sequence[str] = (),
     progress: Progress | None = None,
@@ -301,7 +298,7 @@ def predict_volume(
 
     start = time.perf_counter()
     window_fn = head_window(network, head, taps) if head is not None else backbone_window(network, taps)
-    channels = card.num_classes + (len(HEAD_MAPS) if head is not None else 0)
+    channels = card.num_classes + (len(head.output_names) if head is not None else 0)
     blended = blend_windows(window_fn, image, package, channels, report)
     blended = {name: grid.from_network(value) for name, value in blended.items()}
     del image
@@ -320,8 +317,8 @@ def predict_volume(
         probabilities = torch.softmax(resampled, dim=0)
         labels = argmax_labels(resampled)
         if head is not None:
-            maps = {name: grid.to_input(blended.pop(name))[0] for name in HEAD_MAPS}
-            calibrated = torch.softmax(temper(resampled, maps["calibration"][None]), dim=0).cpu().numpy()
+            maps = {name: grid.to_input(blended.pop(name))[0] for name in head.output_names}
+            calibrated = torch.softmax(head.calibrated_logits(resampled, maps), dim=0).cpu().numpy()
             maps = {name: value.cpu().numpy() for name, value in maps.items()}
             scale = card.head.get("error_probability")
             if scale:

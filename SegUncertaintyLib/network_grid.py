@@ -45,9 +45,9 @@ SLAB_VOXELS = 2**22  # output voxels resampled per call on the oblique path (the
 def frame_of(package: ModelPackage) -> str:
     """The card's network frame: ``"LPS"``, ``"voxel"``, or ``"whole"`` for whole-volume models."""
     inference = package.card.inference
-    if inference.get("mode", "window") == "whole":
+    if inference.mode == "whole":
         return "whole"
-    frame = inference.get("frame", "LPS")
+    frame = inference.frame
     if frame not in ("LPS", "voxel"):
         raise ModelError(f"model {package.card.name!r}: unknown inference.frame {frame!r} (known: LPS, voxel)")
     return frame
@@ -79,8 +79,8 @@ class NetworkGrid:
         """The grid ``package``'s network runs on for an input on ``source`` (see the module text)."""
         inference, frame = package.card.inference, frame_of(package)
         if frame == "whole":
-            order = AxisOrder.for_geometry(source, inference.get("orientation"))
-            shape = order.array_shape(tuple(int(n) for n in inference["shape"]))
+            order = AxisOrder.for_geometry(source, inference.orientation)
+            shape = order.array_shape(inference.shape)
             return cls(source, source.resized(shape), order=order)
         spacing = package.card.target_spacing_mm
         if frame == "voxel":

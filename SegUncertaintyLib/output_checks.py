@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ModelError
-from .inference import Prediction
 from .model.package import BACKBONE_FILE, ModelPackage, section_file
+from .prediction import Prediction
 from .segwithu.network import HEAD_MAPS
 
 PROBABILITY_SUM_TOLERANCE = 1e-3  # float32 softmax and resampling stay well within this

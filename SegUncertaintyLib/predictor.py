@@ -25,10 +25,11 @@ from .errors import ModelError
 from .fragility.config import FragilityConfig
 from .fragility.replay import ReplaySet, load_replay
 from .fragility.search import FragilityResult, FragilitySearch
-from .inference import Prediction, WindowFunction, predict_sampled, predict_volume, resolve_device
+from .inference import WindowFunction, predict_sampled, predict_volume, resolve_device
 from .methods import PREDICT_CHOICES, SAMPLING_METHODS, SINGLE_PASS_METHODS
 from .model.backbones import load_backbone
 from .model.package import ModelPackage, load_package
+from .prediction import Prediction
 from .progress import Progress
 from .quality.package import load_quality
 from .quality.predictor import LinearQuality, QualityNet

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .model.package import Normalization
+from .model.card import Normalization
 
 
 def normalize_intensities(array: np.ndarray, norm: Normalization) -> np.ndarray:

@@ -17,7 +17,7 @@ uncertainty 0).
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,14 +33,14 @@ from .volume import Volume
 if TYPE_CHECKING:
     from torch import nn
 
-    from .inference import Prediction
+    from .prediction import Prediction
 
 Box = tuple[slice, slice, slice]
 
 
 def load_locator(package: ModelPackage, device: torch.device) -> nn.Module | None:
     """A two-stage card's locating network, in eval mode, on ``device``; None when the card asks for no crop."""
-    crop: dict[str, Any] | None = package.card.inference.get("crop")
+    crop = package.card.inference.crop
     if not crop:
         return None
     return load_torchscript(package, crop["architecture"]["args"]).to(device).eval()
@@ -60,10 +60,10 @@ def find_box(
     Raises:
         InputError: the locating network finds nothing (not an image of what the model segments).
     """
-    crop: dict[str, Any] | None = package.card.inference.get("crop")
+    crop = package.card.inference.crop
     if not crop:
         return None
-    order = AxisOrder.for_geometry(volume.geometry, package.card.inference.get("orientation"))
+    order = AxisOrder.for_geometry(volume.geometry, package.card.inference.orientation)
     small_shape = order.array_shape(tuple(int(n) for n in crop["shape"]))
     normalized = torch.from_numpy(normalize_intensities(volume.array, package.card.normalization)).to(device)
     small = order.to_network(resize(normalized[None], small_shape))

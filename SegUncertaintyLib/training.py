@@ -22,9 +22,10 @@ from .data.cases import Case
 from .data.datasets import DatasetSpec, dataset_spec, load_dataset_cases
 from .errors import DataError, SegUncertaintyError
 from .inference import predict_volume, resolve_device
-from .metrics import dice
+from .metrics import dice_per_class
 from .model.backbones import build_backbone, dynunet_architecture, dynunet_taps, write_weights
-from .model.package import BACKBONE_FILE, ModelCard, ModelPackage, Normalization, write_card
+from .model.card import ModelCard, ModelPackage, Normalization
+from .model.package import BACKBONE_FILE, write_card
 from .patches import PatchSampler
 from .preprocess import normalize_intensities
 from .progress import Progress
@@ -85,11 +86,6 @@ def fit_normalization(spec: DatasetSpec, cases: Sequence[Case]) -> Normalization
     )
 
 
-def foreground_dice(labels: np.ndarray, reference: np.ndarray, num_classes: int) -> float:
-    """Mean Dice over the foreground classes ``1..num_classes-1`` of two ``(k, j, i)`` label maps."""
-    return float(np.mean([dice(labels == c, reference == c) for c in range(1, num_classes)]))
-
-
 def evaluate_backbone(
     package: ModelPackage,
     network: torch.nn.Module,
@@ -112,8 +108,8 @@ def evaluate_backbone(
         rows.append(
             {
                 "case_id": case.case_id,
-                "dice_majority": foreground_dice(labels, np.asarray(case.majority, np.uint8), classes),
-                "dice_raters": [foreground_dice(labels, np.asarray(r, np.uint8), classes) for r in case.raters],
+                "dice_majority": float(np.mean(dice_per_class(labels, case.majority, classes))),
+                "dice_raters": [float(np.mean(dice_per_class(labels, r, classes))) for r in case.raters],
             }
         )
         if progress is not None:
@@ -177,7 +173,6 @@ def train_backbone(
         patch_size=tuple(config.patch_size),
         normalization=norm,
         licence=spec.licence,
-        inference={"overlap": 0.5, "sw_batch_size": 2},
         taps=dynunet_taps(config.filters),
     )
     network = build_backbone(card.architecture).to(dev)

@@ -1,5 +1,7 @@
 """The model grid and the way there and back: checked against SimpleITK's own resampling."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -16,7 +18,9 @@ from .helpers import oblique_grid
 
 def _with_frame(package: ModelPackage, frame: str) -> ModelPackage:
     card = package.card
-    return ModelPackage(package.path, type(card)(**{**card.__dict__, "inference": {**card.inference, "frame": frame}}))
+    return ModelPackage(
+        package.path, type(card)(**{**card.__dict__, "inference": replace(card.inference, frame=frame)})
+    )
 
 
 def _smooth(geometry: Geometry) -> torch.Tensor:

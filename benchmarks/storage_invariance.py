@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from dataclasses import replace
 
 import numpy as np
 import SimpleITK as sitk
@@ -94,7 +95,7 @@ def storages(volume: Volume) -> dict[str, Volume]:
 
 def with_frame(package: ModelPackage, frame: str) -> ModelPackage:
     card = package.card
-    inference = {**card.inference, "frame": frame}
+    inference = replace(card.inference, frame=frame)
     return ModelPackage(package.path, type(card)(**{**card.__dict__, "inference": inference}))
 
 

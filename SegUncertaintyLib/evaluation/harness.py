@@ -38,7 +38,6 @@ from ..data.cases import Case
 from ..errors import SegUncertaintyError
 from ..fragility.config import FragilityConfig
 from ..fragility.replay import load_replay
-from ..inference import Prediction
 from ..methods import EVALUATION_METHODS, METHODS, SAMPLING_METHODS
 from ..metrics import (
     CalibrationBins,
@@ -61,6 +60,7 @@ from ..metrics import (
     volume_crps,
 )
 from ..model.package import ModelPackage
+from ..prediction import Prediction
 from ..predictor import Predictor
 from ..progress import Progress
 from ..segwithu.package import has_head

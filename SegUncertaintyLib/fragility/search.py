@@ -32,10 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inference import Prediction, argmax_labels, prepare_image
+from ..inference import argmax_labels, prepare_image
 from ..methods import METHODS
 from ..model.package import ModelPackage
 from ..network_grid import NetworkGrid
+from ..prediction import Prediction
 from ..progress import Progress
 from ..uncertainty import predictive_entropy
 from ..volume import Volume
@@ -121,7 +122,7 @@ class FragilitySearch:
         self.spec = tail_spec(network, package.card.architecture.get("name", ""), self.config.trainable)
         self.tail = Tail(network, self.spec).to(self.device)
         patch = tuple(package.card.patch_size)
-        batch = int(package.card.inference.get("sw_batch_size", 2))
+        batch = package.card.inference.sw_batch_size
         inputs = []
         for start in range(0, len(replay.images), batch):
             inputs.append(trunk_pass(network, self.spec, replay.images[start : start + batch].to(self.device))[1])

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from .package import CARD_FORMAT, ModelCard, ModelPackage
+from .card import CARD_FORMAT, ModelCard, ModelPackage
 
 NNUNET = "nnUNet"
 CHECKPOINT = "checkpoint_final.pth"

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
 from ..fsutil import atomic_write
 from ..resources import bundled_models
+from .card import ModelCard, ModelPackage
 
 CARD_NAME = "model.json"
 BACKBONE_FILE = "backbone.safetensors"
@@ -28,109 +28,7 @@ SECTION_FILES = {
     "quality": (("quality", "net"), QUALITY_NET_FILE),
     "replay": (("fragility", "replay"), REPLAY_FILE),
 }
-CARD_FORMAT = "seguncertainty-model/1"
 DEFAULT_MODEL = "lidc-nodule"
-
-
-@dataclass
-class Normalization:
-    """Intensity normalisation applied before the network.
-
-    ``scheme="ct"``: clip to ``clip`` (HU), then ``(x - mean) / std`` with fixed statistics.
-    ``scheme="zscore"``: per volume ``(x - mean) / std`` over voxels above the volume minimum
-    (``"zscore-all"``: over every voxel).
-    ``scheme="quantile"`` (MRI networks such as deepbet): per volume, clip to the ``quantiles``
-    (e.g. 0.5 % and 99.5 %) and scale to [0, 1], standardise, then ``* std + mean``.
-    """
-
-    scheme: str = "ct"
-    clip: tuple[float, float] | None = (-1000.0, 500.0)
-    mean: float | None = None
-    std: float | None = None
-    quantiles: tuple[float, float] | None = None
-
-    def __post_init__(self) -> None:
-        if self.scheme not in ("ct", "zscore", "zscore-all", "quantile"):
-            raise ModelError(f"unknown normalisation scheme {self.scheme!r} (known: ct, zscore, zscore-all, quantile)")
-        if self.scheme == "quantile" and (self.quantiles is None or self.mean is None or not self.std):
-            raise ModelError("quantile normalisation needs quantiles, a mean and a positive std in the model card")
-        if self.quantiles is not None:
-            self.quantiles = (float(self.quantiles[0]), float(self.quantiles[1]))
-        if self.scheme == "ct" and (self.mean is None or not self.std):
-            raise ModelError("ct normalisation needs a mean and a positive std in the model card")
-        if self.clip is not None:
-            self.clip = (float(self.clip[0]), float(self.clip[1]))
-
-
-@dataclass
-class ModelCard:
-    """The contents of ``model.json``."""
-
-    name: str
-    architecture: dict[str, Any]
-    classes: list[str]
-    in_channels: int
-    modality: str
-    target_spacing_mm: tuple[float, float, float]
-    patch_size: tuple[int, int, int]
-    normalization: Normalization
-    description: str = ""
-    licence: str = ""
-    inference: dict[str, Any] = field(default_factory=lambda: {"overlap": 0.5, "sw_batch_size": 2})
-    taps: list[dict[str, Any]] = field(default_factory=list)  # [{"name": submodule, "channels": n}] the head reads
-    files: dict[str, str] = field(default_factory=dict)  # weights file name -> SHA-256
-    training: dict[str, Any] = field(default_factory=dict)
-    head: dict[str, Any] = field(default_factory=dict)  # the uncertainty head, when the package has one
-    extra: dict[str, Any] = field(default_factory=dict)  # sections added by later stages (head, ...)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        extra = data.pop("extra")
-        data["target_spacing_mm"] = list(self.target_spacing_mm)
-        data["patch_size"] = list(self.patch_size)
-        return {"format": CARD_FORMAT, **data, **extra}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "model card") -> ModelCard:
-        data = dict(data)
-        fmt = data.pop("format", None)
-        if fmt != CARD_FORMAT:
-            raise ModelError(f"{source}: unsupported format {fmt!r} (expected {CARD_FORMAT!r})")
-        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
-        optional = {"description", "licence", "inference", "taps", "files", "training", "head"}
-        missing = sorted(known - set(data) - optional)
-        if missing:
-            raise ModelError(f"{source}: missing field(s) {', '.join(missing)}")
-        extra = {k: data.pop(k) for k in list(data) if k not in known}
-        try:
-            card = cls(
-                **{**data, "normalization": Normalization(**data["normalization"])},
-                extra=extra,
-            )
-            card.target_spacing_mm = tuple(float(s) for s in card.target_spacing_mm)
-            card.patch_size = tuple(int(s) for s in card.patch_size)
-        except (TypeError, ValueError) as exc:
-            raise ModelError(f"{source}: malformed model card ({exc})") from None
-        if len(card.target_spacing_mm) != 3 or len(card.patch_size) != 3 or min(card.target_spacing_mm) <= 0:
-            raise ModelError(f"{source}: target_spacing_mm and patch_size need three positive values")
-        if card.num_classes < 2 or card.in_channels < 1:
-            raise ModelError(f"{source}: a model needs at least 2 classes and 1 input channel")
-        return card
-
-
-@dataclass
-class ModelPackage:
-    """A model package on disk: its folder and its card."""
-
-    path: Path
-    card: ModelCard
-
-    def file(self, name: str) -> Path:
-        return self.path / name
 
 
 NETWORK_SUFFIXES = (".pt", ".pth", ".ts", ".jit")
@@ -202,7 +100,7 @@ def check_card_files(package: ModelPackage) -> None:
 
 def _architecture_args(card: ModelCard) -> list[dict[str, Any]]:
     """The arguments of the card's networks: the backbone's and, for two-stage models, the locating network's."""
-    sections = [card.architecture, card.inference.get("crop", {}).get("architecture", {})]
+    sections = [card.architecture, (card.inference.crop or {}).get("architecture", {})]
     return [section.get("args", {}) for section in sections]
 
 
@@ -237,7 +135,7 @@ def load_package(name_or_path: str | os.PathLike | None = None) -> ModelPackage:
     folder = resolve_model(name_or_path)
     card_path = folder / CARD_NAME
     if not card_path.is_file():
-        from .nnunet import is_nnunet_folder, nnunet_card
+        from .nnunet import is_nnunet_folder, nnunet_card  # here: it imports torch, reading a card does not
 
         if is_nnunet_folder(folder):  # read as is; train-head adds a model.json beside it
             return ModelPackage(path=folder, card=nnunet_card(folder))

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from ..inference import Prediction
 from ..model.package import ModelPackage
+from ..prediction import Prediction
 from ..preprocess import normalize_intensities
 from ..volume import Volume
 from .features import case_features
@@ -36,7 +36,7 @@ def estimate_quality(
         to find the cases with Dice below ``bad_dice``); ``volume_forecast_ml`` of the
         foreground (mean, sd, 90 % interval, mL); ``features``.
     """
-    from ..pipeline import best_probabilities, risk_map
+    from ..prediction import best_probabilities, risk_map
 
     linear, net, scale = predictors or load_quality(package)
     features = case_features(prediction, prediction.maps.get("fragile"))

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from ..inference import Prediction
+from ..prediction import Prediction
 from ..uncertainty import max_softmax_uncertainty, predictive_entropy
 
 BAND_VOXELS = 2
@@ -69,7 +69,7 @@ def case_features(prediction: Prediction, fragile: np.ndarray | None = None) -> 
         ``expected_dice`` and its gap ``1 - expected_dice``, the interval's relative width, and
         ``fragile_fraction`` (fragile voxels per predicted voxel).
     """
-    from ..pipeline import VOLUME_INTERVAL_LEVELS, best_probabilities
+    from ..prediction import VOLUME_INTERVAL_LEVELS, best_probabilities
 
     voxel_ml = prediction.geometry.voxel_volume_ml
     labels = prediction.labels

@@ -20,11 +20,11 @@ from scipy import stats
 from ..data.cases import Case
 from ..data.datasets import load_dataset_cases
 from ..errors import ModelError
-from ..inference import Prediction, predict_sampled, predict_volume, resolve_device
+from ..inference import predict_sampled, predict_volume, resolve_device
 from ..metrics import auroc, dice
 from ..model.backbones import load_backbone, write_weights
 from ..model.package import ModelPackage, load_package, write_card
-from ..pipeline import best_probabilities, risk_map
+from ..prediction import Prediction, best_probabilities, risk_map
 from ..preprocess import normalize_intensities
 from ..progress import Progress
 from ..segwithu.package import has_head, load_head

@@ -160,7 +160,13 @@ def _resize(tensor: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 class SegWithUHead(nn.Module):
-    """The head: ``forward(logits, features) -> HeadOutputs``; the backbone stays outside, frozen."""
+    """The head: ``forward(logits, features) -> HeadOutputs``; the backbone stays outside, frozen.
+
+    For the engine it is a :class:`~SegUncertaintyLib.inference.WindowHead`: :meth:`maps` per
+    window, :data:`HEAD_MAPS` blended, :meth:`calibrated_logits` on the input grid.
+    """
+
+    output_names = ("calibration", "ranking", "epistemic", "aleatoric")  # HEAD_MAPS: blended and written in this order
 
     def __init__(self, config: HeadConfig):
         super().__init__()
@@ -225,6 +231,10 @@ class SegWithUHead(nn.Module):
                 del outputs
         return out
 
+    def calibrated_logits(self, logits: torch.Tensor, maps: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``(C, k, j, i)`` tempered logits (:func:`temper`) from the ``(k, j, i)`` ``calibration`` map in ``maps``."""
+        return temper(logits, maps["calibration"][None])
+
     def _voxelwise(self, logits: torch.Tensor, h: torch.Tensor) -> HeadOutputs:
         """:meth:`forward` from the fused features ``h`` on the logits' grid (voxel-wise from here on)."""
         v = self.probes(h)
@@ -270,5 +280,4 @@ class SegWithUHead(nn.Module):
         )
 
 
-# Head outputs blended across sliding windows and written out, in this order.
-HEAD_MAPS = ("calibration", "ranking", "epistemic", "aleatoric")
+HEAD_MAPS = SegWithUHead.output_names
