@@ -62,3 +62,38 @@ def test_cli_region_threshold_default_matches_the_library():
 
     args = cli.build_parser().parse_args(["predict", "--input", "x.nrrd", "--output-dir", "out"])
     assert args.region_threshold == DEFAULT_THRESHOLD
+
+
+def _library_imports() -> dict[str, set[str]]:
+    """Module -> the library modules it imports (at the top or inside a function), from the source."""
+    import ast
+
+    modules = {}
+    for path in LIB.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                targets = [target, *(f"{target}.{alias.name}" for alias in node.names)]
+                graph[name] |= {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def test_the_library_has_no_import_circles():
+    graph = _library_imports()
+    reached: dict[str, set[str]] = {}
+
+    def reach(name: str) -> set[str]:  # every module ``name`` leads to, through any chain of imports
+        if name not in reached:
+            reached[name] = set()
+            for target in graph[name]:
+                reached[name] |= {target} | reach(target)
+        return reached[name]
+
+    circles = sorted(name for name in graph if name in reach(name))
+    assert not circles, f"modules that import themselves through others: {circles}"
