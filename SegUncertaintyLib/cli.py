@@ -318,6 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     _region_option(triage, report=False)  # triage writes every case's report
     _device_option(triage)
     _progress_option(triage)
+    where = triage.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers", type=int, default=None, help="run the cases on a local Dask cluster of N worker processes"
+    )
+    where.add_argument("--scheduler", default=None, help="run the cases on the Dask cluster at ADDRESS (tcp://...)")
 
     report = commands.add_parser("report", help="write the HTML review report of a predict output folder")
     report.add_argument("--run-dir", required=True, type=Path, help="a folder predict wrote")
@@ -592,6 +597,7 @@ def _fit_applicability(args: argparse.Namespace, progress: Progress) -> dict[str
 
 
 def _triage(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .cluster import ClusterSettings
     from .triage import triage
 
     result = triage(
@@ -602,6 +608,7 @@ def _triage(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         fragility_config(args, args.fragility),
         args.region_threshold,
         progress,
+        cluster=ClusterSettings(workers=args.workers, scheduler=args.scheduler),
     )
     if _talks(args):
         print(
@@ -639,6 +646,10 @@ def _check_triage(args: argparse.Namespace) -> None:
     preflight.check_output_folder(args.output_dir)
     preflight.check_model(args.model)
     preflight.require_plots()  # every case gets a report and a thumbnail
+    if args.workers is not None and args.workers < 1:
+        raise InputError("--workers needs at least 1 worker process")
+    if args.workers or args.scheduler:
+        preflight.require("distributed", "running triage on Dask", "distributed")
 
 
 def _check_data(args: argparse.Namespace) -> None:

@@ -29,11 +29,13 @@ import os
 import re
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from .cluster import ClusterSettings, open_client, run_cases, worker_predictor
 from .errors import Cancelled, OutputError, SegUncertaintyError
 from .file_kinds import is_dicom_folder
 from .fragility.config import FragilityConfig
@@ -409,6 +411,53 @@ def _finish(folder: Path, source: CaseInput) -> bool:
     return True
 
 
+def process_case(
+    source: CaseInput, folder: Path, predictor: Predictor, fragility: FragilityConfig | None, region_threshold: float
+) -> str:
+    """One case, from its input to its report: ``"ran"``, ``"skipped"`` (finished before) or ``"failed"``."""
+    outcome = (
+        "skipped" if is_finished(folder, source) else run_case(source, folder, predictor, fragility, region_threshold)
+    )
+    if outcome != "failed" and not _finish(folder, source):
+        outcome = "failed"
+    return outcome
+
+
+def cluster_case(source: CaseInput, folder: Path, settings: tuple) -> str:
+    """:func:`process_case` on a Dask worker, with that worker's one Predictor for ``settings``
+    (model, device, fragility, region threshold)."""
+    model, device, fragility, region_threshold = settings
+    return process_case(source, folder, worker_predictor(model, device, fragility), fragility, region_threshold)
+
+
+def _triage_on_cluster(
+    inputs: list[CaseInput],
+    folders: list[Path],
+    cluster: ClusterSettings,
+    settings: tuple,
+    completed: Callable[[int, str], None],
+) -> None:
+    """The unfinished cases on the cluster, each passed to ``completed`` as it finishes (the finished
+    ones here: their report at most)."""
+    pending = []
+    for index, (source, folder) in enumerate(zip(inputs, folders, strict=True)):
+        if is_finished(folder, source):
+            completed(index, "skipped" if _finish(folder, source) else "failed")
+        else:
+            pending.append((str(index), (source, folder, settings)))
+    if not pending:
+        return
+    with open_client(cluster) as client:
+        for key, outcome in run_cases(client, cluster_case, pending):
+            index = int(key)
+            if isinstance(outcome, BaseException):  # its worker died on every attempt
+                record_failure(folders[index], "predict", outcome)
+                outcome = "failed"
+            elif outcome == "skipped":  # run by a worker that died before its answer came back: Dask ran it again
+                outcome = "ran"
+            completed(index, outcome)
+
+
 def triage(
     input_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -417,6 +466,7 @@ def triage(
     fragility: FragilityConfig | None = None,
     region_threshold: float = DEFAULT_THRESHOLD,
     progress: Progress | None = None,
+    cluster: ClusterSettings | None = None,
 ) -> dict[str, Any]:
     """Run every volume of ``input_dir`` (skipping finished cases) and write the worklist.
 
@@ -428,7 +478,10 @@ def triage(
         device: ``auto``, ``cpu`` or ``cuda``.
         fragility: also run the fragility search with these settings.
         region_threshold: see :func:`..pipeline.predict_to_files`.
-        progress: receives stage ``"triage"`` after every case.
+        progress: receives stage ``"triage"`` after every case, as cases finish.
+        cluster: run the cases on Dask (see :mod:`.cluster`): each worker loads the model once,
+            and a case whose worker dies is retried once, then listed as failed. None (or no
+            workers) runs them here, one after the other.
 
     Returns:
         Counts (``cases``, ``ran``, ``skipped``, ``failed``: a case whose report failed counts as
@@ -450,20 +503,24 @@ def triage(
             (output_dir / "cases").mkdir(exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot write into output folder {output_dir}: {exc.strerror}") from None
-        predictor = Predictor(model, device, fragility=fragility)  # loaded once for every case
+        folders = [output_dir / "cases" / name for name in names]
+        done = 0
+
+        def completed(index: int, outcome: str) -> None:
+            nonlocal done
+            counts[outcome] += 1
+            done += 1
+            if done % WORKLIST_EVERY == 0:
+                write_worklist(output_dir, worklist_rows(output_dir, inputs))
+            report("triage", done / len(inputs), names[index])
+
         try:
-            for n, (source, name) in enumerate(zip(inputs, names, strict=True)):
-                folder = output_dir / "cases" / name
-                if is_finished(folder, source):
-                    outcome = "skipped"
-                else:
-                    outcome = run_case(source, folder, predictor, fragility, region_threshold)
-                if outcome != "failed" and not _finish(folder, source):
-                    outcome = "failed"
-                counts[outcome] += 1
-                if (n + 1) % WORKLIST_EVERY == 0:
-                    write_worklist(output_dir, worklist_rows(output_dir, inputs))
-                report("triage", (n + 1) / len(inputs), name)
+            if cluster is not None and cluster.enabled:
+                _triage_on_cluster(inputs, folders, cluster, (model, device, fragility, region_threshold), completed)
+            else:
+                predictor = Predictor(model, device, fragility=fragility)  # loaded once for every case
+                for index, (source, folder) in enumerate(zip(inputs, folders, strict=True)):
+                    completed(index, process_case(source, folder, predictor, fragility, region_threshold))
         finally:  # also when cancelled: the worklist shows what is done
             write_worklist(output_dir, worklist_rows(output_dir, inputs))
     return {
