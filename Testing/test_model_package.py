@@ -43,6 +43,7 @@ def test_card_round_trip_keeps_unknown_sections(bundled_package):
         "fragility": {"steps": 8, "radii_mm": [1, 2]},
     }
     assert card.to_dict() == data
+    assert card.inference.overlap == data["inference"]["overlap"] and card.inference.frame == "LPS"  # the default
 
 
 @pytest.mark.parametrize(
@@ -53,6 +54,9 @@ def test_card_round_trip_keeps_unknown_sections(bundled_package):
         (lambda d: d.update(classes=["only"]), "at least 2 classes"),
         (lambda d: d["normalization"].update(scheme="minmax"), "unknown normalisation"),
         (lambda d: d.update(target_spacing_mm=[1, 1]), "three positive"),
+        (lambda d: d["inference"].update(overlapp=0.3), "unknown inference setting.*overlapp"),
+        (lambda d: d["inference"].update(overlap=1.0), r"inference.overlap must lie in \[0, 1\)"),
+        (lambda d: d["inference"].update(mode="whole"), "needs inference.shape"),
     ],
 )
 def test_malformed_cards_are_refused(package_copy, change, message):

@@ -109,7 +109,7 @@ class ModelCard:
     normalization: Normalization
     description: str = ""
     licence: str = ""
-    inference: InferenceSettings = field(default_factory=lambda: InferenceSettings())
+    inference: InferenceSettings = field(default_factory=InferenceSettings)
     taps: list[dict[str, Any]] = field(default_factory=list)  # [{"name": submodule, "channels": n}] the head reads
     files: dict[str, str] = field(default_factory=dict)  # weights file name -> SHA-256
     training: dict[str, Any] = field(default_factory=dict)
