@@ -42,12 +42,6 @@ class ClusterSettings:
     def enabled(self) -> bool:
         return bool(self.scheduler) or (self.workers or 0) > 0
 
-    def to_args(self) -> list[str]:
-        """The command-line options that ask for these settings."""
-        if self.scheduler:
-            return ["--scheduler", self.scheduler]
-        return ["--workers", str(self.workers)] if self.workers else []
-
 
 class WorkerDied(SegUncertaintyError):
     """A case's worker process died on every attempt (killed, or out of memory)."""
