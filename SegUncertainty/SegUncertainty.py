@@ -743,25 +743,24 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
     def volumesText(self):
         lines = []
         for row in self.results.volumes:
-            low, high = row["volume_interval_ml"]
+            low, high = row.volume_interval_ml
             lines.append(
                 _("{name}: {volume:.2f} mL (interval {low:.2f} to {high:.2f} mL)").format(
-                    name=row["name"], volume=row["volume_ml"], low=low, high=high
+                    name=row.name, volume=row.volume_ml, low=low, high=high
                 )
             )
-        applicability = self.results.summary.get("applicability", {})
-        if applicability.get("within") is False:  # no estimate is a verdict on a scan the model was not made for
+        applicability, quality = self.results.summary.applicability, self.results.summary.quality
+        if not applicability.within:  # no estimate is a verdict on a scan the model was not made for
             lines.append(
                 _("OUTSIDE what this model was trained on; review everything: {reasons}").format(
-                    reasons="; ".join(applicability["reasons"])
+                    reasons="; ".join(applicability.reasons)
                 )
             )
-        quality = self.results.summary.get("quality")
-        if quality:
-            verdict = _("needs review") if quality["needs_review"] else _("likely acceptable")
+        if quality is not None:
+            verdict = _("needs review") if quality.needs_review else _("likely acceptable")
             lines.append(
                 _("Estimated Dice {dice:.2f} ({verdict}; estimated without ground truth)").format(
-                    dice=quality["estimated_dice"], verdict=verdict
+                    dice=quality.estimated_dice, verdict=verdict
                 )
             )
         return "\n".join(lines)

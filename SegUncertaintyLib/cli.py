@@ -23,7 +23,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, preflight
 from .child_process import STOP_ON_STDIN_EOF
@@ -32,6 +32,9 @@ from .fragility.config import TRAINABLE  # plain Python: --help stays free of to
 from .methods import EVALUATION_METHODS, PREDICT_CHOICES
 from .outputs import describe_removed
 from .progress import Progress, make_progress
+
+if TYPE_CHECKING:  # the command line imports no numpy, SimpleITK or torch before its work starts
+    from .predict_folder import PredictFolder
 
 IMPORTED_AT = time.perf_counter()
 
@@ -331,40 +334,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_summary(summary: dict[str, Any], report: str | None, report_seconds: float) -> None:
-    print(f"outputs in {summary['output_dir']}:", file=sys.stderr)
-    for row in summary["classes"]:
-        print(f"  {row['name']}: {row['volume_ml']:.2f} mL ({row['voxels']} voxels)", file=sys.stderr)
-    if "fragility" in summary:
-        search = summary["fragility"]
+def _print_summary(folder: PredictFolder, report: str | None, report_seconds: float) -> None:
+    summary = folder.summary
+    print(f"outputs in {folder.directory}:", file=sys.stderr)
+    for row in summary.classes:
+        print(f"  {row.name}: {row.volume_ml:.2f} mL ({row.voxels} voxels)", file=sys.stderr)
+    if summary.fragility is not None:
+        search = summary.fragility
         print(
-            f"  fragile: {search['fragile_volume_ml']:.3f} mL ({search['fragile_voxels']} voxels); "
-            f"{search['admissible_snapshots']} of {search['snapshots']} adversarial snapshots admissible",
+            f"  fragile: {search.fragile_volume_ml:.3f} mL ({search.fragile_voxels} voxels); "
+            f"{search.admissible_snapshots} of {search.snapshots} adversarial snapshots admissible",
             file=sys.stderr,
         )
-    with open(Path(summary["output_dir"]) / summary["outputs"]["regions"]) as file:
-        regions = json.load(file)["regions"]
+    regions = folder.regions()
     if regions:
         worst = regions[0]
         print(
-            f"  {len(regions)} high-risk region(s); the worst holds {worst['expected_errors']:.0f} expected wrong "
-            f"voxels around RAS ({', '.join(f'{c:.1f}' for c in worst['centroid_ras'])})",
+            f"  {len(regions)} high-risk region(s); the worst holds {worst.expected_errors:.0f} expected wrong "
+            f"voxels around RAS ({', '.join(f'{c:.1f}' for c in worst.centroid_ras)})",
             file=sys.stderr,
         )
-    applicability = summary["applicability"]
-    if not applicability["within"]:
-        print(f"  OUTSIDE what this model was trained on: {'; '.join(applicability['reasons'])}", file=sys.stderr)
-    if summary.get("replaced_files"):
-        print(f"  {describe_removed(summary['replaced_files'])}", file=sys.stderr)
+    if not summary.applicability.within:
+        print(f"  OUTSIDE what this model was trained on: {'; '.join(summary.applicability.reasons)}", file=sys.stderr)
+    if folder.replaced_files:
+        print(f"  {describe_removed(folder.replaced_files)}", file=sys.stderr)
     if report:
         print(f"  report: {report} (open it in a browser)", file=sys.stderr)
     else:
-        print(f"  to look at it: seguncertainty report --run-dir {summary['output_dir']}", file=sys.stderr)
-    wall, work, memory = seconds_since_start(), summary["timings_s"]["total"], summary["peak_memory_mb"]
+        print(f"  to look at it: seguncertainty report --run-dir {folder.directory}", file=sys.stderr)
+    wall, work, memory = seconds_since_start(), summary.timings_s["total"], summary.peak_memory_mb
     parts = f"start-up {max(0.0, wall - work - report_seconds):.1f} s, prediction {work:.1f} s"
     if report:
         parts += f", report {report_seconds:.1f} s"
-    print(f"  total {wall:.1f} s ({parts}) on {summary['device']}, peak memory {memory:.0f} MiB", file=sys.stderr)
+    print(f"  total {wall:.1f} s ({parts}) on {summary.device}, peak memory {memory:.0f} MiB", file=sys.stderr)
 
 
 def _predict(args: argparse.Namespace, progress: Progress, input_path: str) -> dict[str, Any]:
@@ -373,7 +375,7 @@ def _predict(args: argparse.Namespace, progress: Progress, input_path: str) -> d
     fragility = fragility_config(args, args.fragility)
     progress.stages = predict_stages(fragility is not None)
     series = getattr(args, "series", None)  # demo has no --series
-    summary = predict_to_files(
+    folder = predict_to_files(
         input_path,
         args.output_dir,
         args.model,
@@ -386,9 +388,9 @@ def _predict(args: argparse.Namespace, progress: Progress, input_path: str) -> d
         args.region_threshold,
         series,
     )
-    result = {"summary": str(Path(args.output_dir) / "summary.json"), **summary["outputs"]}
-    result["replaced_files"] = summary["replaced_files"]
-    result["applicability"] = summary["applicability"]
+    result = {"summary": str(Path(args.output_dir) / "summary.json"), **folder.summary.outputs.to_dict()}
+    result["replaced_files"] = folder.replaced_files
+    result["applicability"] = folder.summary.applicability.to_dict()
     report_seconds = 0.0
     if args.report:
         from .reporting.case_report import write_report
@@ -397,7 +399,7 @@ def _predict(args: argparse.Namespace, progress: Progress, input_path: str) -> d
         result["report"] = str(write_report(args.output_dir))
         report_seconds = time.perf_counter() - started
     if _talks(args):
-        _print_summary(summary, result.get("report"), report_seconds)
+        _print_summary(folder, result.get("report"), report_seconds)
     return result
 
 

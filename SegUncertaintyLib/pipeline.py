@@ -29,14 +29,11 @@ Files appear whole or not at all (see :class:`StagedOutput`).
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import resource
 import time
-from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -44,16 +41,17 @@ from . import __version__
 from .applicability import assess
 from .fragility.config import FragilityConfig
 from .inference import whole_volume
-from .io import check_usable_size, check_writable_suffix, read_volume, write_volume
+from .io import check_usable_size, check_writable_suffix, read_volume
 from .model.package import ModelPackage, check_card_files
 from .network_grid import NetworkGrid
 from .output_checks import check_prediction
 from .outputs import StagedOutput
-from .prediction import Prediction, class_volumes, risk_map
+from .predict_folder import Applicability, FragilityFigures, ModelRecord, PredictFolder, PredictSummary, write_outputs
+from .prediction import class_volumes
 from .predictor import Predictor
 from .progress import Progress
 from .quality.package import has_quality
-from .review.regions import DEFAULT_MERGE_MM, DEFAULT_THRESHOLD, find_regions
+from .review.regions import DEFAULT_THRESHOLD
 from .volume import Volume
 
 PREDICT_STAGES = {"read": 0.05, "preprocess": 0.05, "inference": 0.75, "resample": 0.05, "write": 0.1}
@@ -83,65 +81,6 @@ def peak_memory_mb() -> float:
         pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return round(peak / (1024 * 1024 if os.uname().sysname == "Darwin" else 1024), 1)
-
-
-def safe_name(text: str) -> str:
-    """A class name as a file-name part: letters, digits, ``-`` and ``_`` only."""
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "class"
-
-
-def review_regions(prediction: Prediction, threshold: float = DEFAULT_THRESHOLD) -> tuple[np.ndarray, dict[str, Any]]:
-    """The high-risk regions of a prediction (see :mod:`.review.regions`), fragile voxels included.
-
-    Returns:
-        ``(k, j, i)`` uint16 region label map and the content of ``regions.json``.
-    """
-    source, risk = risk_map(prediction)
-    fragile = prediction.maps.get("fragile")
-    labels, regions = find_regions(risk, prediction.geometry, threshold, fragile=fragile, merge_mm=DEFAULT_MERGE_MM)
-    record = {
-        "risk_map": source,
-        "threshold": threshold,
-        "merge_mm": DEFAULT_MERGE_MM,
-        "fragile_included": fragile is not None,
-        "regions": [region.to_dict() for region in regions],
-    }
-    return labels.astype(np.uint16), record
-
-
-def write_outputs(
-    prediction: Prediction,
-    classes: list[str],
-    extension: str,
-    path_for: Callable[[str], Path],
-    progress: Progress,
-    region_threshold: float = DEFAULT_THRESHOLD,
-) -> dict[str, Any]:
-    """Write every output of a prediction to ``path_for(file_name)``; returns the ``outputs`` entry of the summary."""
-    geometry = prediction.geometry
-    foreground = list(enumerate(classes[1:], start=1))
-    outputs: dict[str, Any] = {"segmentation": f"segmentation{extension}", "probabilities": {}}
-    jobs = [(outputs["segmentation"], prediction.labels)]
-    for index, name in foreground:
-        outputs["probabilities"][name] = f"probability_{safe_name(name)}{extension}"
-        jobs.append((outputs["probabilities"][name], prediction.probabilities[index]))
-    if prediction.calibrated_probabilities is not None:
-        outputs["calibrated_probabilities"] = {}
-        for index, name in foreground:
-            outputs["calibrated_probabilities"][name] = f"calibrated_probability_{safe_name(name)}{extension}"
-            jobs.append((outputs["calibrated_probabilities"][name], prediction.calibrated_probabilities[index]))
-    if prediction.maps:
-        outputs["maps"] = {name: f"{name}{extension}" for name in prediction.maps}
-        jobs += [(outputs["maps"][name], array) for name, array in prediction.maps.items()]
-    region_labels, regions = review_regions(prediction, region_threshold)
-    outputs["region_labels"] = regions["labels"] = f"regions{extension}"
-    outputs["regions"] = "regions.json"
-    jobs.append((outputs["region_labels"], region_labels))
-    path_for(outputs["regions"]).write_text(json.dumps(regions, indent=2, allow_nan=False) + "\n")
-    for done, (file_name, array) in enumerate(jobs, start=1):
-        write_volume(array, geometry, path_for(file_name))
-        progress("write", done / len(jobs))
-    return outputs
 
 
 WHOLE_VOLUME_MINIMUM = 16  # voxels along each axis: fewer cannot hold the anatomy a whole-volume network knows
@@ -192,7 +131,7 @@ def predict_to_files(
     fragility: FragilityConfig | None = None,
     region_threshold: float = DEFAULT_THRESHOLD,
     series: str | None = None,
-) -> dict[str, Any]:
+) -> PredictFolder:
     """Segment a volume file and write the outputs.
 
     Args:
@@ -212,7 +151,8 @@ def predict_to_files(
         series: the SeriesInstanceUID to read from a DICOM folder holding several series.
 
     Returns:
-        The summary (also written as ``summary.json``).
+        The folder written: its summary (also written as ``summary.json``) and the files of an
+        earlier run there that this one removed.
     """
     report = progress or Progress(predict_stages(fragility is not None))
     extension = "." + file_format.lstrip(".")
@@ -249,45 +189,45 @@ def predict_to_files(
         outputs = write_outputs(prediction, classes, extension, out.stage, report, region_threshold)
         timings = {"read": read_seconds, **prediction.timings, "write": time.perf_counter() - t0}
         timings["total"] = time.perf_counter() - started
-        summary = {
-            "tool": "seguncertainty",
-            "version": __version__,
-            "input": {
-                "path": str(Path(input_path).resolve()),
-                "geometry": volume.geometry.to_dict(),
-                **({"series": series} if series else {}),
-            },
-            "model": {
-                "name": package.card.name,
-                "path": str(package.path.resolve()),
-                "classes": classes,
-                "modality": package.card.modality,
-                "display_window": (package.card.extra.get("display") or {}).get("window"),
-            },
-            "model_grid": prediction.model_geometry.to_dict(),
-            "uncertainty": method,
-            "forward_passes": prediction.forward_passes,
-            "device": prediction.device,
-            "outputs": outputs,
-            "classes": class_volumes(prediction, classes),
-            "timings_s": {k: round(v, 3) for k, v in timings.items()},
-            "peak_memory_mb": peak_memory_mb(),
-        }
-        if prediction.device.startswith("cuda"):
-            import torch
-
-            summary["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(prediction.device) / 2**20, 1)
-        if search is not None:
-            summary["fragility"] = search.summary
-        summary["applicability"] = assess(volume, prediction, package)
+        applicability = Applicability.from_dict(assess(volume, prediction, package))
+        quality = None
         if method == "segwithu" and has_quality(package):
             from .quality.estimate import estimate_quality
 
-            summary["quality"] = estimate_quality(volume, prediction, package, predictor.quality)
-            if not summary["applicability"]["within"]:  # an estimate for a scan it was not made for is no verdict
-                summary["quality"]["needs_review"] = True
-        replaced = out.commit(summary)
+            quality = estimate_quality(volume, prediction, package, predictor.quality)
+            if not applicability.within:  # an estimate for a scan it was not made for is no verdict
+                quality = replace(quality, needs_review=True)
+        gpu_memory = None
+        if prediction.device.startswith("cuda"):
+            import torch
+
+            gpu_memory = round(torch.cuda.max_memory_allocated(prediction.device) / 2**20, 1)
+        summary = PredictSummary(
+            version=__version__,
+            input_path=str(Path(input_path).resolve()),
+            input_geometry=volume.geometry.to_dict(),
+            series=series,
+            model=ModelRecord(
+                name=package.card.name,
+                path=str(package.path.resolve()),
+                classes=classes,
+                modality=package.card.modality,
+                display_window=(package.card.extra.get("display") or {}).get("window"),
+            ),
+            model_grid=prediction.model_geometry.to_dict(),
+            uncertainty=method,
+            forward_passes=prediction.forward_passes,
+            device=prediction.device,
+            outputs=outputs,
+            classes=class_volumes(prediction, classes),
+            timings_s={k: round(v, 3) for k, v in timings.items()},
+            peak_memory_mb=peak_memory_mb(),
+            peak_gpu_memory_mb=gpu_memory,
+            fragility=FragilityFigures.from_dict(search.summary) if search is not None else None,
+            applicability=applicability,
+            quality=quality,
+        )
+        replaced = out.commit(summary.to_dict())
     report("write", 1.0)
-    summary["output_dir"] = str(Path(output_dir).resolve())
-    summary["replaced_files"] = replaced  # an earlier run's files this run's summary does not list: removed
-    return summary
+    # an earlier run's files this run's summary does not list were removed: the caller says so
+    return PredictFolder(Path(output_dir).resolve(), summary, replaced)

@@ -63,6 +63,36 @@ class Prediction:
 VOLUME_INTERVAL_LEVELS = (0.75, 0.25)
 
 
+@dataclass(frozen=True)
+class ClassVolume:
+    """One foreground class's volume (mL): label map, expected (sum of probabilities) and interval.
+
+    ``volume_interval_ml`` is the volume at the probability levels 0.75 and 0.25
+    (:data:`VOLUME_INTERVAL_LEVELS`); ``calibrated_expected_volume_ml`` only with the head.
+    """
+
+    index: int
+    name: str
+    voxels: int
+    volume_ml: float
+    expected_volume_ml: float
+    volume_interval_ml: tuple[float, float]
+    calibrated_expected_volume_ml: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "index": self.index,
+            "name": self.name,
+            "voxels": self.voxels,
+            "volume_ml": self.volume_ml,
+            "expected_volume_ml": self.expected_volume_ml,
+        }
+        if self.calibrated_expected_volume_ml is not None:
+            data["calibrated_expected_volume_ml"] = self.calibrated_expected_volume_ml
+        data["volume_interval_ml"] = list(self.volume_interval_ml)
+        return data
+
+
 def best_probabilities(prediction: Prediction) -> np.ndarray:
     """``(C, k, j, i)`` the calibrated probabilities when the prediction has them, else the probabilities."""
     if prediction.calibrated_probabilities is None:
@@ -70,7 +100,7 @@ def best_probabilities(prediction: Prediction) -> np.ndarray:
     return prediction.calibrated_probabilities
 
 
-def class_volumes(prediction: Prediction, classes: list[str]) -> list[dict[str, Any]]:
+def class_volumes(prediction: Prediction, classes: list[str]) -> list[ClassVolume]:
     """Per foreground class: voxel count, label-map volume and expected volume (sum of probabilities), mL.
 
     With calibrated probabilities, also their expected volume. ``volume_interval_ml`` is the volume
@@ -83,19 +113,21 @@ def class_volumes(prediction: Prediction, classes: list[str]) -> list[dict[str, 
     best = best_probabilities(prediction)
     rows = []
     for index, name in enumerate(classes[1:], start=1):
-        interval = [round(np.count_nonzero(best[index] >= level) * voxel_ml, 4) for level in VOLUME_INTERVAL_LEVELS]
-        row = {
-            "index": index,
-            "name": name,
-            "voxels": int(counts[index]),
-            "volume_ml": round(float(counts[index]) * voxel_ml, 4),
-            "expected_volume_ml": round(float(prediction.probabilities[index].sum(dtype=np.float64)) * voxel_ml, 4),
-        }
+        low, high = (round(np.count_nonzero(best[index] >= level) * voxel_ml, 4) for level in VOLUME_INTERVAL_LEVELS)
+        calibrated = None
         if prediction.calibrated_probabilities is not None:
-            expected = float(prediction.calibrated_probabilities[index].sum(dtype=np.float64)) * voxel_ml
-            row["calibrated_expected_volume_ml"] = round(expected, 4)
-        row["volume_interval_ml"] = interval
-        rows.append(row)
+            calibrated = round(float(prediction.calibrated_probabilities[index].sum(dtype=np.float64)) * voxel_ml, 4)
+        rows.append(
+            ClassVolume(
+                index=index,
+                name=name,
+                voxels=int(counts[index]),
+                volume_ml=round(float(counts[index]) * voxel_ml, 4),
+                expected_volume_ml=round(float(prediction.probabilities[index].sum(dtype=np.float64)) * voxel_ml, 4),
+                volume_interval_ml=(low, high),
+                calibrated_expected_volume_ml=calibrated,
+            )
+        )
     return rows
 
 

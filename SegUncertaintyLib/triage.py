@@ -42,6 +42,7 @@ from .fragility.config import FragilityConfig
 from .fsutil import FolderLock, atomic_write, dumps_strict, loads_strict, make_folder, remove_debris
 from .io import dicom_series, volume_series
 from .pipeline import predict_to_files
+from .predict_folder import PredictFolder
 from .predictor import Predictor
 from .progress import Progress
 from .reporting.case_report import (
@@ -49,9 +50,7 @@ from .reporting.case_report import (
     STYLE,
     case_thumbnail,
     data_uri,
-    read_regions,
     read_run,
-    read_summary,
     save_report,
 )
 from .review.regions import DEFAULT_THRESHOLD
@@ -161,16 +160,16 @@ def series_inputs(folder: Path) -> list[CaseInput]:
 def is_finished(folder: Path, source: CaseInput) -> bool:
     """True when ``folder`` holds a finished predict result of ``source`` (its ``summary.json`` names it)."""
     try:
-        summary = read_summary(folder)
+        summary = PredictFolder.read(folder).summary
     except SegUncertaintyError:
         return False
-    recorded = Path(summary["input"]["path"]).name
+    recorded = Path(summary.input_path).name
     names = {source.path.name}
     try:
         names.add(source.path.resolve().name)
     except OSError:
         pass
-    return recorded in names and summary["input"].get("series") == source.series
+    return recorded in names and summary.series == source.series
 
 
 def _failure(folder: Path) -> dict[str, Any] | None:
@@ -186,25 +185,20 @@ def _failure(folder: Path) -> dict[str, Any] | None:
 
 
 def _done_row(folder: Path, name: str) -> dict[str, Any]:
-    summary = read_summary(folder)
-    quality = summary.get("quality") or {}
-    forecast = quality.get("volume_forecast_ml")
-    regions = read_regions(folder, summary)
-    interval = forecast["interval_90"] if forecast else None
-    if interval is not None and not (isinstance(interval, list) and len(interval) == 2):
-        raise SegUncertaintyError("its summary.json holds no valid quality.volume_forecast_ml.interval_90")
-    applicability = summary.get("applicability") or {}
+    run = PredictFolder.read(folder)
+    summary, regions = run.summary, run.regions()
+    quality, applicability = summary.quality, summary.applicability
     return {
         "status": "done",
-        "outside": applicability.get("within") is False,
-        "outside_reasons": "; ".join(applicability.get("reasons", [])),
-        "estimated_dice": quality.get("estimated_dice"),
-        "estimated_dice_net": quality.get("estimated_dice_net"),
-        "needs_review": quality.get("needs_review"),
-        "volume_ml": round(sum(c["volume_ml"] for c in summary["classes"]), 4),
-        "interval_90_ml": interval,
-        "fragile_ml": (summary.get("fragility") or {}).get("fragile_volume_ml"),
-        "expected_wrong_in_regions_ml": round(sum(float(r["expected_error_ml"]) for r in regions), 4),
+        "outside": not applicability.within,
+        "outside_reasons": "; ".join(applicability.reasons),
+        "estimated_dice": quality.estimated_dice if quality else None,
+        "estimated_dice_net": quality.estimated_dice_net if quality else None,
+        "needs_review": quality.needs_review if quality else None,
+        "volume_ml": summary.total_volume_ml,
+        "interval_90_ml": list(quality.interval_90_ml) if quality and quality.interval_90_ml else None,
+        "fragile_ml": summary.fragility.fragile_volume_ml if summary.fragility else None,
+        "expected_wrong_in_regions_ml": round(sum(r.expected_error_ml for r in regions), 4),
         "regions": len(regions),
         "report": f"cases/{name}/{REPORT_FILE}",
     }

@@ -140,10 +140,10 @@ def test_failure_during_writing_keeps_previous_outputs_intact(capsys, tmp_path, 
     assert run_cli(capsys, *predict_args(DEMO, out))[0] == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    import SegUncertaintyLib.pipeline as pipeline
+    import SegUncertaintyLib.predict_folder as predict_folder
 
     calls = {"n": 0}
-    real_write = pipeline.write_volume
+    real_write = predict_folder.write_volume
 
     def failing_write(*args, **kwargs):  # the disk fills up at the second file
         calls["n"] += 1
@@ -151,7 +151,7 @@ def test_failure_during_writing_keeps_previous_outputs_intact(capsys, tmp_path, 
             raise OSError(28, "No space left on device")
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "write_volume", failing_write)
+    monkeypatch.setattr(predict_folder, "write_volume", failing_write)
     status, _, err = run_cli(capsys, *predict_args(DEMO, out))
     assert status != 0 and "Traceback" not in err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging leftovers, nothing replaced

@@ -131,7 +131,7 @@ def test_results_become_nodes_on_the_input_grid(scene, oblique_run):
     probability = slicer.util.arrayFromVolume(loaded.probabilities["nodule"])
     np.testing.assert_allclose(probability, output(folder, "calibrated_probability_nodule.nrrd"), atol=1e-7)
     nodule = loaded.volumes[0]
-    assert nodule["name"] == "nodule" and nodule["volume_interval_ml"][0] <= nodule["volume_ml"]
+    assert nodule.name == "nodule" and nodule.volume_interval_ml[0] <= nodule.volume_ml
 
     # the region table: one row per region of regions.json, worst first, with its RAS centre
     written = json.loads((folder / "regions.json").read_text())["regions"]

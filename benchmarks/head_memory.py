@@ -29,8 +29,8 @@ from SegUncertaintyLib.segwithu.network import SegWithUHead
 if sys.argv[5] == "one pass":
     SegWithUHead.maps = functools.partialmethod(SegWithUHead.maps, slab_voxels=2**62)
 from SegUncertaintyLib.pipeline import predict_to_files
-summary = predict_to_files(sys.argv[2], sys.argv[3], sys.argv[4], "cpu")
-print(json.dumps({"peak_mb": summary["peak_memory_mb"], "inference_s": summary["timings_s"]["inference"]}))
+summary = predict_to_files(sys.argv[2], sys.argv[3], sys.argv[4], "cpu").summary
+print(json.dumps({"peak_mb": summary.peak_memory_mb, "inference_s": summary.timings_s["inference"]}))
 """
 MODES = ("one pass", "slabs")
 

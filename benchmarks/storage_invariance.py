@@ -40,7 +40,7 @@ from SegUncertaintyLib.io import geometry_of, read_volume, to_sitk
 from SegUncertaintyLib.metrics import dice
 from SegUncertaintyLib.model.backbones import load_backbone
 from SegUncertaintyLib.model.package import ModelPackage, load_package
-from SegUncertaintyLib.pipeline import review_regions
+from SegUncertaintyLib.predict_folder import review_regions
 from SegUncertaintyLib.resources import sample_path
 from SegUncertaintyLib.segwithu.package import load_head
 from SegUncertaintyLib.volume import Geometry, Volume

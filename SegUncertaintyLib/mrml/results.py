@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +13,8 @@ import numpy as np
 
 from .. import palette
 from ..errors import InputError
-from ..io import read_volume
+from ..predict_folder import PredictFolder, PredictSummary
+from ..prediction import ClassVolume
 from ..review.regions import Region
 from ..volume import Volume
 from . import display
@@ -40,7 +41,7 @@ class ResultNodes:
 
     Attributes:
         output_dir: the command's output folder.
-        summary: its ``summary.json``.
+        summary: its ``summary.json``, typed.
         segmentation: ``vtkMRMLSegmentationNode`` with one segment per foreground class (and the
             fragile voxels as an outline-only segment when the search ran).
         segment_ids: class label value -> segment ID.
@@ -53,7 +54,7 @@ class ResultNodes:
     """
 
     output_dir: Path
-    summary: dict[str, Any]
+    summary: PredictSummary
     segmentation: Any
     segment_ids: dict[int, str]
     fragile_segment_id: str | None
@@ -64,21 +65,12 @@ class ResultNodes:
     region_table: Any
 
     @property
-    def volumes(self) -> list[dict[str, Any]]:
+    def volumes(self) -> list[ClassVolume]:
         """Per foreground class: name, volume (mL) and its interval, from ``summary.json``."""
-        return self.summary["classes"]
+        return self.summary.classes
 
     def segmentation_file(self) -> Path:
-        return self.output_dir / self.summary["outputs"]["segmentation"]
-
-
-def read_summary(output_dir: str | os.PathLike) -> dict[str, Any]:
-    """The ``summary.json`` of a finished run (InputError if the folder does not hold one)."""
-    path = Path(output_dir) / "summary.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{output_dir} holds no finished seguncertainty run ({exc})") from None
+        return self.output_dir / self.summary.outputs.segmentation
 
 
 def load_results(scene: Any, output_dir: str | os.PathLike, reference: Any) -> ResultNodes:
@@ -90,56 +82,41 @@ def load_results(scene: Any, output_dir: str | os.PathLike, reference: Any) -> R
     Raises:
         InputError: missing or unreadable outputs, or outputs on another grid.
     """
-    output_dir = Path(output_dir)
-    summary = read_summary(output_dir)
-    outputs = summary["outputs"]
+    folder = PredictFolder.read(output_dir)
+    summary, outputs = folder.summary, folder.summary.outputs
     grid = node_geometry(reference)
 
+    @functools.cache  # the risk map may be made from the probabilities shown
     def read(name: str) -> Volume:
-        volume = read_volume(output_dir / name, allow_constant=True)  # all zero is a result too
+        volume = folder.read_volume(name)
         if not volume.geometry.is_close(grid):
             raise InputError(f"{name} is not on the grid of volume {reference.GetName()!r}; was it made from it?")
         return volume
 
     base = reference.GetName()
-    classes = summary["model"]["classes"]
-    labels = read(outputs["segmentation"]).array.astype(np.uint8)
+    labels = read(outputs.segmentation).array.astype(np.uint8)
     segmentation, segment_ids = add_segmentation(
-        scene, labels, grid, dict(enumerate(classes[1:], start=1)), reference, f"{base} segmentation"
+        scene, labels, grid, dict(enumerate(summary.model.classes[1:], start=1)), reference, f"{base} segmentation"
     )
     fragile_id = None
-    if "fragile" in outputs.get("maps", {}):
+    fragile = folder.fragile(read)
+    if fragile is not None:
         fragile_id = segmentation.GetSegmentation().AddEmptySegment("", FRAGILE_SEGMENT, palette.FRAGILE_COLOUR)
-        set_segment(segmentation, fragile_id, read(outputs["maps"]["fragile"]).array > 0, grid)
+        set_segment(segmentation, fragile_id, fragile, grid)
         display.show_outline_only(segmentation, fragile_id)
 
-    probability_files = outputs.get("calibrated_probabilities") or outputs["probabilities"]
-    probabilities = {}
-    arrays = []
-    for name, file_name in probability_files.items():
-        array = read(file_name).array
-        arrays.append(array)
-        probabilities[name] = add_volume(scene, array, grid, f"{base} P({name})")
-    if "error_probability" in outputs.get("maps", {}):
-        source, risk = "error_probability", read(outputs["maps"]["error_probability"]).array
-    else:  # the probability of error if the probabilities are calibrated
-        foreground = np.stack(arrays)
-        best = np.maximum(foreground.max(axis=0), 1.0 - foreground.sum(axis=0))
-        source, risk = "1 - max probability", 1.0 - best
+    arrays = {name: read(file_name).array for name, file_name in outputs.shown_probabilities.items()}
+    probabilities = {name: add_volume(scene, array, grid, f"{base} P({name})") for name, array in arrays.items()}
+    # the probability of error if the probabilities are calibrated, unless the head estimated it
+    source, risk = folder.risk(read)
     heatmap = add_volume(scene, np.clip(risk, 0.0, 1.0), grid, f"{base} risk")
     display.show_heatmap(heatmap)
     display.set_layers(scene, background=reference)
 
-    regions = []
-    if "regions" in outputs:
-        try:
-            record = json.loads((output_dir / outputs["regions"]).read_text())
-            regions = [Region.from_dict(r) for r in record["regions"]]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"cannot read {outputs['regions']}: {exc}") from None
+    regions = folder.regions()
     table = region_table(scene, regions, f"{base} high-risk regions")
     return ResultNodes(
-        output_dir, summary, segmentation, segment_ids, fragile_id, heatmap, source, probabilities, regions, table
+        folder.directory, summary, segmentation, segment_ids, fragile_id, heatmap, source, probabilities, regions, table
     )
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from ..model.package import ModelPackage
+from ..predict_folder import QualityEstimate
 from ..prediction import Prediction
 from ..preprocess import normalize_intensities
 from ..volume import Volume
@@ -21,7 +20,7 @@ def estimate_quality(
     prediction: Prediction,
     package: ModelPackage,
     predictors: tuple[LinearQuality, QualityNet, float] | None = None,
-) -> dict[str, Any]:
+) -> QualityEstimate:
     """Estimated Dice (both predictors), the volume forecast and the features, for a prediction made with the head.
 
     Args:
@@ -34,7 +33,7 @@ def estimate_quality(
         ``estimated_dice`` (linear predictor) and ``estimated_dice_net`` in [0, 1]; ``needs_review``
         (the linear estimate is below the card's ``review_below``, chosen on the calibration split
         to find the cases with Dice below ``bad_dice``); ``volume_forecast_ml`` of the
-        foreground (mean, sd, 90 % interval, mL); ``features``.
+        foreground (mean, sd, 90 % interval, mL); ``features`` (what ``summary.json`` holds under ``quality``).
     """
     from ..prediction import best_probabilities, risk_map
 
@@ -48,16 +47,16 @@ def estimate_quality(
     section = package.card.extra["quality"]
     bad = float(section.get("bad_dice", 0.7))
     review_below = float(section.get("review_below", bad))
-    return {
-        "estimated_dice": round(estimated, 4),
-        "estimated_dice_net": round(float(predict_net(net, x[None])[0]), 4),
-        "needs_review": estimated < review_below,
-        "review_below": review_below,
-        "bad_dice": bad,
-        "volume_forecast_ml": {
+    return QualityEstimate(
+        estimated_dice=round(estimated, 4),
+        estimated_dice_net=round(float(predict_net(net, x[None])[0]), 4),
+        needs_review=estimated < review_below,
+        review_below=review_below,
+        bad_dice=bad,
+        volume_forecast_ml={
             "mean": round(forecast.mean_ml, 4),
             "sd": round(forecast.sd_ml, 4),
             "interval_90": [round(v, 4) for v in forecast.interval(0.9)],
         },
-        "features": {k: float(np.round(v, 6)) for k, v in features.items()},
-    }
+        features={k: float(np.round(v, 6)) for k, v in features.items()},
+    )
