@@ -21,6 +21,7 @@ from torch import nn
 
 from .errors import InputError, ModelError
 from .model.backbones import FeatureTaps, load_backbone
+from .model.card import ModelCard
 from .model.package import ModelPackage
 from .network_grid import NetworkGrid
 from .prediction import Prediction
@@ -219,16 +220,32 @@ def whole_volume(package: ModelPackage) -> bool:
 
 
 def prepare_image(
-    volume: Volume, package: ModelPackage, device: torch.device, progress: Progress
+    volume: Volume,
+    package: ModelPackage,
+    device: torch.device,
+    progress: Progress,
+    normalised: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, NetworkGrid]:
     """The network's input: the ``(1, D, H, W)`` normalised image on the model grid in the network's axis
-    order (on ``device``), and that grid (:meth:`NetworkGrid.for_input`)."""
+    order (on ``device``), and that grid (:meth:`NetworkGrid.for_input`).
+
+    ``normalised`` is the volume's ``(k, j, i)`` intensities already normalised for the package
+    (:meth:`.predictor.Predictor.normalised`); made here if None.
+    """
     progress("preprocess", 0.0)
     grid = NetworkGrid.for_input(volume.geometry, package)
-    normalized = torch.from_numpy(normalize_intensities(volume.array, package.card.normalization)).to(device)
+    if normalised is None:
+        normalised = normalize_intensities(volume.array, package.card.normalization)
+    normalized = torch.from_numpy(normalised).to(device)
     image = grid.to_network(normalized[None])
     progress("preprocess", 1.0)
     return image, grid
+
+
+def _crop(normalised: np.ndarray, box: tuple[slice, ...], card: ModelCard) -> np.ndarray | None:
+    """The normalised image of a located box: cut from the whole one when the scheme is voxel-wise, else
+    None (the box is normalised by its own statistics, as the network was trained)."""
+    return np.ascontiguousarray(normalised[box]) if card.normalization.voxelwise else None
 
 
 def blend_windows(
@@ -257,6 +274,7 @@ def predict_volume(
     progress: Progress | None = None,
     locate: bool = True,
     locator: nn.Module | None = None,
+    normalised: np.ndarray | None = None,
 ) -> Prediction:
     """Segment a volume: probabilities and labels (and, with a head, its maps) on the input grid.
 
@@ -270,6 +288,8 @@ def predict_volume(
         progress: receives stages ``"preprocess"``, ``"inference"``, ``"resample"``.
         locate: run a two-stage card's locating network first (see :mod:`.roi`).
         locator: that network, already loaded (:func:`.roi.load_locator`); loaded here if None.
+        normalised: the volume's ``(k, j, i)`` intensities normalised for the package, when already
+            made (:meth:`.predictor.Predictor.normalised`).
 
     Returns:
         A :class:`Prediction`.
@@ -277,10 +297,15 @@ def predict_volume(
     check_compatible(volume, package)
     card = package.card
     dev = resolve_device(device)
-    box = find_box(volume, package, dev, locator) if locate else None
+    if normalised is None:
+        normalised = normalize_intensities(volume.array, card.normalization)
+    box = find_box(volume, package, dev, locator, normalised) if locate else None
     if box is not None:
         inner = Volume(volume.array[box], volume.geometry.cropped(box))
-        return embed(predict_volume(inner, package, network, head, dev, taps, progress, locate=False), volume, box)
+        inside = predict_volume(
+            inner, package, network, head, dev, taps, progress, False, None, _crop(normalised, box, card)
+        )
+        return embed(inside, volume, box)
     timings: dict[str, float] = {}
     report = progress or Progress()
 
@@ -293,7 +318,8 @@ def predict_volume(
     timings["load_model"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    image, grid = prepare_image(volume, package, dev, report)
+    image, grid = prepare_image(volume, package, dev, report, normalised)
+    del normalised
     timings["preprocess"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -320,7 +346,7 @@ def predict_volume(
             maps = {name: grid.to_input(blended.pop(name))[0] for name in head.output_names}
             calibrated = torch.softmax(head.calibrated_logits(resampled, maps), dim=0).cpu().numpy()
             maps = {name: value.cpu().numpy() for name, value in maps.items()}
-            scale = card.head.get("error_probability")
+            scale = card.head.error_probability if card.head is not None else None
             if scale:
                 maps["error_probability"] = error_probability(maps["ranking"], scale["slope"], scale["intercept"])
         del resampled
@@ -361,6 +387,7 @@ def predict_sampled(
     progress: Progress | None = None,
     locate: bool = True,
     locator: nn.Module | None = None,
+    normalised: np.ndarray | None = None,
 ) -> Prediction:
     """Predict with M stochastic or alternative backbone passes and summarise them (MC dropout, TTA, ensembles).
 
@@ -378,21 +405,36 @@ def predict_sampled(
         progress: receives stages ``"preprocess"``, ``"inference"``, ``"resample"``.
         locate: run a two-stage card's locating network first (see :mod:`.roi`).
         locator: that network, already loaded (:func:`.roi.load_locator`); loaded here if None.
+        normalised: the volume's intensities normalised for the package, when already made.
 
     Returns:
         A :class:`Prediction` whose ``maps`` are those of :data:`SAMPLE_MAPS` on the input grid.
     """
     check_compatible(volume, package)
     dev = resolve_device(device)
-    box = find_box(volume, package, dev, locator) if locate else None
+    if normalised is None:
+        normalised = normalize_intensities(volume.array, package.card.normalization)
+    box = find_box(volume, package, dev, locator, normalised) if locate else None
     if box is not None:
         inner = Volume(volume.array[box], volume.geometry.cropped(box))
-        sampled = predict_sampled(inner, package, window_fns, dev, seed, keep_sample_labels, progress, locate=False)
+        sampled = predict_sampled(
+            inner,
+            package,
+            window_fns,
+            dev,
+            seed,
+            keep_sample_labels,
+            progress,
+            False,
+            None,
+            _crop(normalised, box, package.card),
+        )
         return embed(sampled, volume, box)
     report = progress or Progress()
     timings: dict[str, float] = {"inference": 0.0, "resample": 0.0}
     start = time.perf_counter()
-    image, grid = prepare_image(volume, package, dev, report)
+    image, grid = prepare_image(volume, package, dev, report, normalised)
+    del normalised
     timings["preprocess"] = time.perf_counter() - start
     stats = SampleStatistics()
     labels_per_sample = []

@@ -192,9 +192,7 @@ def predict_to_files(
         applicability = Applicability.from_dict(assess(volume, prediction, package))
         quality = None
         if method == "segwithu" and has_quality(package):
-            from .quality.estimate import estimate_quality
-
-            quality = estimate_quality(volume, prediction, package, predictor.quality)
+            quality = predictor.estimate_quality(volume, prediction)
             if not applicability.within:  # an estimate for a scan it was not made for is no verdict
                 quality = replace(quality, needs_review=True)
         gpu_memory = None
@@ -212,7 +210,7 @@ def predict_to_files(
                 path=str(package.path.resolve()),
                 classes=classes,
                 modality=package.card.modality,
-                display_window=(package.card.extra.get("display") or {}).get("window"),
+                display_window=list(package.card.display.window) if package.card.display else None,
             ),
             model_grid=prediction.model_geometry.to_dict(),
             uncertainty=method,

@@ -13,9 +13,11 @@ files and output folders; the windows below that are :mod:`.inference`'s.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Iterable, Iterator
 from functools import cached_property
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,7 +31,9 @@ from .inference import WindowFunction, predict_sampled, predict_volume, resolve_
 from .methods import PREDICT_CHOICES, SAMPLING_METHODS, SINGLE_PASS_METHODS
 from .model.backbones import load_backbone
 from .model.package import ModelPackage, load_package
+from .predict_folder import QualityEstimate
 from .prediction import Prediction
+from .preprocess import normalize_intensities
 from .progress import Progress
 from .quality.package import load_quality
 from .quality.predictor import LinearQuality, QualityNet
@@ -61,6 +65,28 @@ class Predictor:
         self.samples = samples
         self.fragility = fragility or FragilityConfig()
         self._windows: dict[str, list[WindowFunction]] = {}
+        self._normalised: tuple[weakref.ref, weakref.ref, np.ndarray] | None = None
+
+    def normalised(self, volume: Volume) -> np.ndarray:
+        """``(k, j, i)`` float32: the volume's intensities normalised for the package, made once per volume.
+
+        The volume's is kept while the volume lives (and no other volume is asked for), so that its
+        prediction, search and quality estimate share it: a case is normalised once, not up to four
+        times. A volume is the same when it is the same object holding the same array; an array
+        changed in place in between is not detected.
+        """
+        cached = self._normalised
+        if cached is not None and cached[0]() is volume and cached[1]() is volume.array:
+            return cached[2]
+        self._normalised = None  # the previous case's goes before this one's is made
+        array = normalize_intensities(volume.array, self.package.card.normalization)
+
+        def forget(_: weakref.ref) -> None:  # the volume is gone: so is its normalised image
+            if self._normalised is not None and self._normalised[2] is array:
+                self._normalised = None
+
+        self._normalised = (weakref.ref(volume, forget), weakref.ref(volume.array), array)
+        return array
 
     @cached_property
     def backbone(self) -> nn.Module:
@@ -145,6 +171,7 @@ class Predictor:
                 keep_sample_labels=keep_sample_labels,
                 progress=progress,
                 locator=self.locator,
+                normalised=self.normalised(volume),
             )
         tap = novelty_tap(self.package) if "applicability" in self.package.card.extra else None  # same pass
         prediction = predict_volume(
@@ -156,6 +183,7 @@ class Predictor:
             taps=[tap] if tap else (),
             progress=progress,
             locator=self.locator,
+            normalised=self.normalised(volume),
         )
         if method in SINGLE_PASS_METHODS:
             prediction.maps = single_pass_map(method, prediction.probabilities)
@@ -180,8 +208,21 @@ class Predictor:
         A prediction without backbone logits (a sampling method's) gets a plain backbone pass for
         the reference first.
         """
+        normalised = self.normalised(volume)
         if prediction.logits is None:
             prediction = predict_volume(
-                volume, self.package, network=self.backbone, device=self.device, locator=self.locator
+                volume,
+                self.package,
+                network=self.backbone,
+                device=self.device,
+                locator=self.locator,
+                normalised=normalised,
             )
-        return self.searcher.run(volume, prediction, keep_sample_labels, progress)
+        return self.searcher.run(volume, prediction, keep_sample_labels, progress, normalised)
+
+    def estimate_quality(self, volume: Volume, prediction: Prediction) -> QualityEstimate:
+        """The case's estimated quality from a prediction of ``volume`` made with the head
+        (:func:`.quality.estimate.estimate_quality`; the package needs quality predictors)."""
+        from .quality.estimate import estimate_quality
+
+        return estimate_quality(volume, prediction, self.package, self.quality, self.normalised(volume))

@@ -47,7 +47,11 @@ def load_locator(package: ModelPackage, device: torch.device) -> nn.Module | Non
 
 
 def find_box(
-    volume: Volume, package: ModelPackage, device: torch.device, locator: nn.Module | None = None
+    volume: Volume,
+    package: ModelPackage,
+    device: torch.device,
+    locator: nn.Module | None = None,
+    normalised: np.ndarray | None = None,
 ) -> Box | None:
     """The ``(k, j, i)`` box the main network should run on, or None when the card asks for no crop.
 
@@ -56,6 +60,7 @@ def find_box(
         package: the model package (its card's ``inference.crop``).
         device: where the locating network runs.
         locator: the loaded locating network (:func:`load_locator`); loaded here if None.
+        normalised: the volume's ``(k, j, i)`` intensities normalised for the package; made here if None.
 
     Raises:
         InputError: the locating network finds nothing (not an image of what the model segments).
@@ -65,8 +70,9 @@ def find_box(
         return None
     order = AxisOrder.for_geometry(volume.geometry, package.card.inference.orientation)
     small_shape = order.array_shape(tuple(int(n) for n in crop["shape"]))
-    normalized = torch.from_numpy(normalize_intensities(volume.array, package.card.normalization)).to(device)
-    small = order.to_network(resize(normalized[None], small_shape))
+    if normalised is None:
+        normalised = normalize_intensities(volume.array, package.card.normalization)
+    small = order.to_network(resize(torch.from_numpy(normalised).to(device)[None], small_shape))
     network = locator if locator is not None else load_locator(package, device)
     with torch.inference_mode():
         probability = torch.softmax(network(small[None]), dim=1)[0, 1]

@@ -36,13 +36,10 @@ def test_card_round_trip_keeps_unknown_sections(bundled_package):
     data = bundled_package.card.to_dict()
     data["fragility"] = {"steps": 8, "radii_mm": [1, 2]}  # a section this version does not know
     card = ModelCard.from_dict(json.loads(json.dumps(data)))
-    assert card.extra == {
-        "quality": data["quality"],
-        "applicability": data["applicability"],
-        "display": data["display"],
-        "fragility": {"steps": 8, "radii_mm": [1, 2]},
-    }
+    assert card.extra == {"applicability": data["applicability"], "fragility": {"steps": 8, "radii_mm": [1, 2]}}
     assert card.to_dict() == data
+    assert card.head.config["probes"] == data["head"]["config"]["probes"] and card.head.file == "head.safetensors"
+    assert card.quality.review_below == data["quality"]["review_below"] and card.display.window == (-600.0, 1500.0)
     assert card.inference.overlap == data["inference"]["overlap"] and card.inference.frame == "LPS"  # the default
 
 
@@ -57,6 +54,11 @@ def test_card_round_trip_keeps_unknown_sections(bundled_package):
         (lambda d: d["inference"].update(overlapp=0.3), "unknown inference setting.*overlapp"),
         (lambda d: d["inference"].update(overlap=1.0), r"inference.overlap must lie in \[0, 1\)"),
         (lambda d: d["inference"].update(mode="whole"), "needs inference.shape"),
+        (lambda d: d["head"].update(slope=7.7), "unknown head setting.*slope"),
+        (lambda d: d["head"].update(method="laplace"), "unknown head.method"),
+        (lambda d: d["quality"].update(net="quality_net.safetensors"), "quality.net must name"),
+        (lambda d: d["quality"].pop("volume_scale"), "volume_scale"),
+        (lambda d: d["display"].update(window=[-600, 0]), "positive width"),
     ],
 )
 def test_malformed_cards_are_refused(package_copy, change, message):

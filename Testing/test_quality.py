@@ -181,4 +181,4 @@ def test_train_quality_bundles_the_predictors_and_predict_reports_them(lidc_cach
     out3 = tmp_path / "tampered"
     assert run_quietly("predict", "--input", str(demo), "--output-dir", str(out3), "--model", str(folder)) == 1
     assert not out3.exists() or not (out3 / "summary.json").exists()
-    assert load_package(folder).card.extra["quality"]["net"]["file"] == "quality_net.safetensors"
+    assert load_package(folder).card.quality.net_file == "quality_net.safetensors"

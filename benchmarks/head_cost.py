@@ -39,7 +39,7 @@ def untrained_pair(package: ModelPackage, filters: tuple[int, ...], device: torc
     card = package.card
     card.architecture = dynunet_architecture(card.in_channels, card.num_classes, filters)
     card.taps = dynunet_taps(filters)
-    config = HeadConfig(**{**card.head["config"], "taps": card.taps})
+    config = HeadConfig(**{**card.head.config, "taps": card.taps})
     return build_backbone(card.architecture).to(device).eval(), SegWithUHead(config).to(device).eval()
 
 

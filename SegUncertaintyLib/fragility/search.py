@@ -156,6 +156,7 @@ class FragilitySearch:
         reference: Prediction,
         keep_sample_labels: bool = False,
         progress: Progress | None = None,
+        normalised: np.ndarray | None = None,
     ) -> FragilityResult:
         """Search the adversaries for one volume.
 
@@ -164,6 +165,7 @@ class FragilitySearch:
             reference: the backbone's prediction of it (:func:`..inference.predict_volume`, with logits).
             keep_sample_labels: also return the reference's and each adversary's label map.
             progress: receives stage ``"fragility"``.
+            normalised: the volume's ``(k, j, i)`` intensities normalised for the package, when already made.
 
         Returns:
             A :class:`FragilityResult` on the input grid.
@@ -203,7 +205,7 @@ class FragilitySearch:
             summary["seconds"] = round(time.perf_counter() - started, 3)
             return FragilityResult(maps, samples, summary)
 
-        regions = self._regions(volume, reference, z0, boxes, goals, names)
+        regions = self._regions(volume, reference, z0, boxes, goals, names, normalised)
         report("fragility", 1 / (config.steps + 2))
         history = self._optimise(regions, z0, reference.grid, len(names), report)
 
@@ -237,11 +239,12 @@ class FragilitySearch:
         boxes: list[Box],
         goals: list[dict[str, Target]],
         names: list[str],
+        normalised: np.ndarray | None,
     ) -> list[_Region]:
         """Run the trunk once per tile window and keep everything the steps need."""
         card = self.package.card
         patch, model_shape = tuple(card.patch_size), tuple(z0.shape[1:])
-        image, _ = prepare_image(volume, self.package, self.device, Progress())
+        image, _ = prepare_image(volume, self.package, self.device, Progress(), normalised)
         before = padding_before(model_shape, patch)
         pad = [
             n

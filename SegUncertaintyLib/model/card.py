@@ -12,6 +12,19 @@ from typing import Any
 from ..errors import ModelError
 
 CARD_FORMAT = "seguncertainty-model/1"
+HEAD_FILE = "head.safetensors"  # the SegWithU head (see segwithu.package)
+QUALITY_NET_FILE = "quality_net.safetensors"  # the quality network (see quality.package)
+
+
+def _refuse_unknown(cls: type, data: dict[str, Any], section: str) -> None:
+    """A card section's keys must be the section's settings (a misspelt one is never silently ignored)."""
+    unknown = sorted(set(data) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ModelError(f"unknown {section} setting(s) {', '.join(unknown)}")
+
+
+def _without_none(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if value is not None}
 
 
 @dataclass
@@ -52,9 +65,7 @@ class InferenceSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InferenceSettings:
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ModelError(f"unknown inference setting(s) {', '.join(unknown)}")
+        _refuse_unknown(cls, data, "inference")
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,7 +73,119 @@ class InferenceSettings:
         data = asdict(self)
         if self.shape is not None:
             data["shape"] = list(self.shape)
-        return {key: value for key, value in data.items() if value is not None}
+        return _without_none(data)
+
+
+@dataclass
+class HeadSection:
+    """The card's ``head`` section: the uncertainty head trained on the frozen backbone (``train-head``).
+
+    Attributes:
+        config: the head's construction arguments (:class:`..segwithu.network.HeadConfig`).
+        method: the head's method (``"segwithu"``).
+        file: its weights in the package.
+        error_probability: ``slope`` and ``intercept`` of the logistic map from the ranking score to
+            an estimated probability of error, fitted on the validation cases (None: no such map).
+        training: how it was trained (command, data, time, machine, losses).
+        validation: its figures on the validation cases.
+        held_out: its figures on a held-out split, when the data set has one.
+    """
+
+    config: dict[str, Any]
+    method: str = "segwithu"
+    file: str = HEAD_FILE
+    error_probability: dict[str, float] | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    held_out: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.method != "segwithu":
+            raise ModelError(f"unknown head.method {self.method!r} (known: segwithu)")
+        if not isinstance(self.config, dict):
+            raise ModelError("head.config must be the head's settings (an object)")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HeadSection | None:
+        """The section as ``model.json`` holds it; an empty one (a package without a head) gives None."""
+        if not data:
+            return None
+        _refuse_unknown(cls, data, "head")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _without_none(asdict(self))
+
+
+@dataclass
+class QualitySection:
+    """The card's ``quality`` section: the case-level quality predictors (``train-quality``).
+
+    Attributes:
+        linear: the linear predictor's fitted state (:class:`..quality.predictor.LinearQuality`).
+        volume_scale: the scale of the volume forecast's spread, fitted for CRPS.
+        net: the image network: ``{"file": its weights in the package}``.
+        bad_dice: the Dice below which a case counts as bad.
+        review_below: the estimated Dice below which a case is flagged for review (default ``bad_dice``).
+        training: how they were trained; test: their figures on the test split.
+    """
+
+    linear: dict[str, Any]
+    volume_scale: float
+    net: dict[str, str] = field(default_factory=lambda: {"file": QUALITY_NET_FILE})
+    bad_dice: float = 0.7
+    review_below: float | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    test: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.volume_scale, self.bad_dice = float(self.volume_scale), float(self.bad_dice)
+        self.review_below = self.bad_dice if self.review_below is None else float(self.review_below)
+        if not (isinstance(self.net, dict) and isinstance(self.net.get("file", QUALITY_NET_FILE), str)):
+            raise ModelError('quality.net must name the network\'s file: {"file": ...}')
+
+    @property
+    def net_file(self) -> str:
+        """The quality network's weights in the package."""
+        return str(self.net.get("file", QUALITY_NET_FILE))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QualitySection:
+        _refuse_unknown(cls, data, "quality")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DisplaySettings:
+    """The card's ``display`` section: how the report shows the image.
+
+    Attributes:
+        window: ``(centre, width)`` of the intensity window, in the image's units (HU for CT).
+        window_name: what the window is for, in words.
+    """
+
+    window: tuple[float, float] | None = None
+    window_name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.window is not None:
+            if len(self.window) != 2 or float(self.window[1]) <= 0:
+                raise ModelError("display.window must be a centre and a positive width")
+            self.window = (float(self.window[0]), float(self.window[1]))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DisplaySettings:
+        _refuse_unknown(cls, data, "display")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.window is not None:
+            data["window"] = list(self.window)
+        return _without_none(data)
 
 
 @dataclass
@@ -94,6 +217,12 @@ class Normalization:
         if self.clip is not None:
             self.clip = (float(self.clip[0]), float(self.clip[1]))
 
+    @property
+    def voxelwise(self) -> bool:
+        """Each voxel's value depends on that voxel alone (``ct``), so a crop of the normalised image is the
+        normalised crop; the other schemes take statistics over the whole image."""
+        return self.scheme == "ct"
+
 
 @dataclass
 class ModelCard:
@@ -113,12 +242,21 @@ class ModelCard:
     taps: list[dict[str, Any]] = field(default_factory=list)  # [{"name": submodule, "channels": n}] the head reads
     files: dict[str, str] = field(default_factory=dict)  # weights file name -> SHA-256
     training: dict[str, Any] = field(default_factory=dict)
-    head: dict[str, Any] = field(default_factory=dict)  # the uncertainty head, when the package has one
-    extra: dict[str, Any] = field(default_factory=dict)  # sections added by later stages (head, ...)
+    head: HeadSection | None = None  # the uncertainty head, when the package has one
+    quality: QualitySection | None = None  # the quality predictors, when the package has them
+    display: DisplaySettings | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # sections this class does not type (fragility, ...)
 
     def __post_init__(self) -> None:
-        if isinstance(self.inference, dict):  # as written in model.json, or by a card's maker
+        # sections as written in model.json, or by a card's maker
+        if isinstance(self.inference, dict):
             self.inference = InferenceSettings.from_dict(self.inference)
+        if isinstance(self.head, dict):
+            self.head = HeadSection.from_dict(self.head)
+        if isinstance(self.quality, dict):
+            self.quality = QualitySection.from_dict(self.quality)
+        if isinstance(self.display, dict):
+            self.display = DisplaySettings.from_dict(self.display)
 
     @property
     def num_classes(self) -> int:
@@ -130,6 +268,13 @@ class ModelCard:
         data["inference"] = self.inference.to_dict()
         data["target_spacing_mm"] = list(self.target_spacing_mm)
         data["patch_size"] = list(self.patch_size)
+        data["head"] = self.head.to_dict() if self.head is not None else {}
+        for name in ("quality", "display"):
+            section = getattr(self, name)
+            if section is None:
+                del data[name]
+            else:
+                data[name] = section.to_dict()
         return {"format": CARD_FORMAT, **data, **extra}
 
     @classmethod
@@ -139,7 +284,7 @@ class ModelCard:
         if fmt != CARD_FORMAT:
             raise ModelError(f"{source}: unsupported format {fmt!r} (expected {CARD_FORMAT!r})")
         known = {f for f in cls.__dataclass_fields__ if f != "extra"}
-        optional = {"description", "licence", "inference", "taps", "files", "training", "head"}
+        optional = {"description", "licence", "inference", "taps", "files", "training", "head", "quality", "display"}
         missing = sorted(known - set(data) - optional)
         if missing:
             raise ModelError(f"{source}: missing field(s) {', '.join(missing)}")

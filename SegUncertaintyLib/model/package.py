@@ -20,14 +20,7 @@ from .card import ModelCard, ModelPackage
 CARD_NAME = "model.json"
 BACKBONE_FILE = "backbone.safetensors"
 REPLAY_FILE = "replay.safetensors"  # the fragility search's replay set (see fragility.replay)
-HEAD_FILE = "head.safetensors"  # the SegWithU head (see segwithu.package)
-QUALITY_NET_FILE = "quality_net.safetensors"  # the quality network (see quality.package)
-# Card sections that name a file of the package: where the name is, and the name a section that names none has.
-SECTION_FILES = {
-    "head": (("head",), HEAD_FILE),
-    "quality": (("quality", "net"), QUALITY_NET_FILE),
-    "replay": (("fragility", "replay"), REPLAY_FILE),
-}
+SECTION_FILES = ("head", "quality", "replay")  # the card's sections that name a file of the package
 DEFAULT_MODEL = "lidc-nodule"
 
 
@@ -61,13 +54,14 @@ def section_file(card: ModelCard, section: str) -> str | None:
 
     The card's own name is the one used: a section that names ``my_head.safetensors`` loads that file.
     """
-    keys, default = SECTION_FILES[section]
-    entry: Any = card.head if keys[0] == "head" else card.extra.get(keys[0])
+    if section == "head":
+        return card.head.file if card.head is not None else None
+    if section == "quality":
+        return card.quality.net_file if card.quality is not None else None
+    entry: Any = (card.extra.get("fragility") or {}).get("replay")  # typed with the search's rework
     if not entry:
         return None
-    for key in keys[1:]:
-        entry = entry.get(key, {}) if isinstance(entry, dict) else {}
-    return str(entry.get("file", default)) if isinstance(entry, dict) else default
+    return str(entry.get("file", REPLAY_FILE)) if isinstance(entry, dict) else REPLAY_FILE
 
 
 def replay_file(card: ModelCard) -> str | None:

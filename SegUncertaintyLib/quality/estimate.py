@@ -20,6 +20,7 @@ def estimate_quality(
     prediction: Prediction,
     package: ModelPackage,
     predictors: tuple[LinearQuality, QualityNet, float] | None = None,
+    normalised: np.ndarray | None = None,
 ) -> QualityEstimate:
     """Estimated Dice (both predictors), the volume forecast and the features, for a prediction made with the head.
 
@@ -28,6 +29,7 @@ def estimate_quality(
         prediction: the head's prediction (its maps give the features).
         package: a package with quality predictors (see :func:`.package.has_quality`).
         predictors: those predictors, already loaded (:func:`.package.load_quality`); loaded here if None.
+        normalised: the volume's ``(k, j, i)`` intensities normalised for the package, when already made.
 
     Returns:
         ``estimated_dice`` (linear predictor) and ``estimated_dice_net`` in [0, 1]; ``needs_review``
@@ -40,13 +42,12 @@ def estimate_quality(
     linear, net, scale = predictors or load_quality(package)
     features = case_features(prediction, prediction.maps.get("fragile"))
     foreground = 1.0 - best_probabilities(prediction)[0]
-    image = normalize_intensities(volume.array, package.card.normalization)
+    image = normalize_intensities(volume.array, package.card.normalization) if normalised is None else normalised
     x = net_input(image, 1.0 - prediction.probabilities[0], risk_map(prediction)[1], prediction.labels)
     forecast = VolumeEvidence.from_probability(foreground, volume.geometry.voxel_volume_ml).forecast(scale)
     estimated = float(linear.predict([features])[0])
-    section = package.card.extra["quality"]
-    bad = float(section.get("bad_dice", 0.7))
-    review_below = float(section.get("review_below", bad))
+    section = package.card.quality
+    bad, review_below = section.bad_dice, section.review_below
     return QualityEstimate(
         estimated_dice=round(estimated, 4),
         estimated_dice_net=round(float(predict_net(net, x[None])[0]), 4),

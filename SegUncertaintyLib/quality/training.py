@@ -23,6 +23,7 @@ from ..errors import ModelError
 from ..inference import predict_sampled, predict_volume, resolve_device
 from ..metrics import auroc, dice
 from ..model.backbones import load_backbone, write_weights
+from ..model.card import QualitySection
 from ..model.package import ModelPackage, load_package, write_card
 from ..prediction import Prediction, best_probabilities, risk_map
 from ..preprocess import normalize_intensities
@@ -251,7 +252,7 @@ def train_quality(
             "volume_coverage_90": round(coverage(forecasts, [r.rater_volumes_ml for r in test]), 4),
         },
     }
-    package.card.extra["quality"] = section
+    package.card.quality = QualitySection.from_dict(section)
     write_card(package.card, package.path)
     return section
 

@@ -6,7 +6,8 @@ import torch
 
 from ..errors import ModelError
 from ..model.backbones import load_weights
-from ..model.package import HEAD_FILE, ModelPackage, section_file
+from ..model.card import HEAD_FILE
+from ..model.package import ModelPackage
 from .network import HeadConfig, SegWithUHead
 
 __all__ = ["HEAD_FILE", "has_head", "load_head"]
@@ -14,7 +15,7 @@ __all__ = ["HEAD_FILE", "has_head", "load_head"]
 
 def has_head(package: ModelPackage) -> bool:
     """True when the card has a ``head`` section (its file was checked when the package was loaded)."""
-    return section_file(package.card, "head") is not None
+    return package.card.head is not None
 
 
 def load_head(package: ModelPackage, device: torch.device | str = "cpu") -> SegWithUHead:
@@ -24,9 +25,9 @@ def load_head(package: ModelPackage, device: torch.device | str = "cpu") -> SegW
             f"model {package.card.name!r} has no uncertainty head; train one with: seguncertainty train-head"
         )
     try:
-        head = SegWithUHead(HeadConfig(**package.card.head["config"]))
+        head = SegWithUHead(HeadConfig(**package.card.head.config))
     except (TypeError, ValueError, KeyError) as exc:
         raise ModelError(f"the head section of {package.path / 'model.json'} is malformed: {exc}") from None
-    name = section_file(package.card, "head")
+    name = package.card.head.file
     load_weights(head, package.file(name), package.card.files.get(name))
     return head.to(device).eval()

@@ -33,6 +33,7 @@ from ..errors import DataError, ModelError, SegUncertaintyError
 from ..inference import predict_volume, resolve_device, whole_volume
 from ..metrics import aurc, auroc, expected_calibration_error
 from ..model.backbones import FeatureTaps, load_backbone, write_weights
+from ..model.card import HeadSection
 from ..model.package import ModelPackage, load_package, write_card
 from ..patches import PatchSampler, centred_patch
 from ..preprocess import normalize_intensities
@@ -444,12 +445,12 @@ def _train_head(
             **evaluate_head(package, backbone, head, held_out_cases, str(dev), report)[0],
         }
     package.card.files[HEAD_FILE] = write_weights(head, package.file(HEAD_FILE))
-    package.card.head = {
-        "method": "segwithu",
-        "file": HEAD_FILE,
-        "config": head.config.to_dict(),
-        "error_probability": {"slope": slope, "intercept": intercept},
-        "training": {
+    package.card.head = HeadSection(
+        method="segwithu",
+        file=HEAD_FILE,
+        config=head.config.to_dict(),
+        error_probability={"slope": slope, "intercept": intercept},
+        training={
             "command": command,
             "seconds": round(fit.seconds, 1),
             "device": str(dev),
@@ -460,9 +461,8 @@ def _train_head(
             "best_epoch": fit.best_epoch,
             "validation_loss": fit.history,
         },
-        "validation": validation,
-    }
-    if held_out is not None:
-        package.card.head["held_out"] = held_out
+        validation=validation,
+        held_out=held_out,
+    )
     write_card(package.card, package.path)
-    return package.card.head
+    return package.card.head.to_dict()
