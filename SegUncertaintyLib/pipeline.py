@@ -180,8 +180,7 @@ def predict_to_files(
         search = None
         if fragility is not None:
             search = predictor.search(volume, prediction, progress=report)
-            prediction.maps.update(search.maps)
-            prediction.timings["fragility"] = search.summary["seconds"]
+            prediction = prediction.with_maps(search.maps, fragility=search.summary["seconds"])
             check_prediction(prediction, package, method)
         report("write", 0.0)
         t0 = time.perf_counter()

@@ -6,7 +6,7 @@ a :class:`Prediction`; it lives here, below all of them, so none of them imports
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -16,9 +16,9 @@ from .network_grid import NetworkGrid
 from .volume import Geometry
 
 
-@dataclass
+@dataclass(frozen=True)
 class Prediction:
-    """What one inference gives.
+    """What one inference gives; never changed once made (:meth:`with_maps` gives a new one).
 
     Attributes:
         probabilities: ``(C, k, j, i)`` float32 class probabilities on the input grid (sum to 1).
@@ -58,6 +58,15 @@ class Prediction:
     def model_geometry(self) -> Geometry:
         """The model grid (``grid.geometry``)."""
         return self.grid.geometry
+
+    def with_maps(self, maps: dict[str, np.ndarray], **timings: float) -> Prediction:
+        """This prediction with more ``(k, j, i)`` maps on its grid (a method's, the search's) and stage timings."""
+        for name, array in maps.items():
+            if array.shape != self.geometry.shape:
+                raise ValueError(
+                    f"map {name!r} of shape {array.shape} is not on the prediction's grid {self.geometry.shape}"
+                )
+        return replace(self, maps={**self.maps, **maps}, timings={**self.timings, **timings})
 
 
 VOLUME_INTERVAL_LEVELS = (0.75, 0.25)

@@ -186,7 +186,7 @@ class Predictor:
             normalised=self.normalised(volume),
         )
         if method in SINGLE_PASS_METHODS:
-            prediction.maps = single_pass_map(method, prediction.probabilities)
+            prediction = prediction.with_maps(single_pass_map(method, prediction.probabilities))
         return prediction
 
     def predict_many(

@@ -1,5 +1,6 @@
 """A Predictor normalises a case once, for its prediction, its fragility search and its quality estimate."""
 
+import dataclasses
 import gc
 
 import numpy as np
@@ -61,3 +62,17 @@ def test_the_normalised_image_is_the_volumes_and_goes_with_it(bundled_package):
     del volume, other
     gc.collect()
     assert predictor._normalised is None  # the last volume gone, its normalised image is not kept
+
+
+def test_a_prediction_is_never_changed_once_made(bundled_package):
+    predictor = Predictor(bundled_package, "cpu")
+    volume = read_volume(DEMO)
+    prediction = predictor.predict(volume, "msp")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        prediction.maps = {}
+    found = predictor.search(volume, prediction)
+    joined = prediction.with_maps(found.maps, fragility=1.5)
+    assert set(prediction.maps) == {"max_softmax"} and "fragility" not in prediction.timings  # the first unchanged
+    assert set(joined.maps) == {"max_softmax", *found.maps} and joined.timings["fragility"] == 1.5
+    with pytest.raises(ValueError, match="not on the prediction's grid"):
+        prediction.with_maps({"half": found.maps["flip_mass"][::2]})

@@ -1,5 +1,6 @@
 """Case-level quality: features, volume forecasts, the two Dice predictors, bundling, predict's summary."""
 
+import dataclasses
 import json
 import shutil
 
@@ -62,7 +63,7 @@ def test_features_of_a_real_prediction(predicted):
     assert expected_dice(sure, prediction.labels) == 1.0
     assert expected_dice(sure[::-1].copy(), prediction.labels) == 0.0
     # an empty segmentation has no band: its band means are 0, not NaN
-    prediction.labels = np.zeros_like(prediction.labels)
+    prediction = dataclasses.replace(prediction, labels=np.zeros_like(prediction.labels))
     empty = case_features(prediction)
     assert (
         empty["volume_ml"] == 0

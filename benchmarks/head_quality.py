@@ -26,12 +26,9 @@ import numpy as np
 from common import add_model_and_data_options  # first: puts the repository on the import path
 
 from SegUncertaintyLib.data.lidc_dataset import iter_cases
-from SegUncertaintyLib.inference import predict_volume
 from SegUncertaintyLib.metrics import aurc, auroc, e_aurc, expected_calibration_error, region_around
-from SegUncertaintyLib.model.backbones import load_backbone
-from SegUncertaintyLib.model.package import load_package
+from SegUncertaintyLib.predictor import Predictor
 from SegUncertaintyLib.progress import TextProgress
-from SegUncertaintyLib.segwithu.package import load_head
 from SegUncertaintyLib.uncertainty import max_softmax_uncertainty, predictive_entropy
 
 METHODS = ("segwithu ranking", "max-softmax", "entropy")
@@ -43,14 +40,14 @@ def main() -> None:
     parser.add_argument("--margin-mm", type=float, default=3.0)
     args = parser.parse_args()
 
-    package = load_package(args.model)
-    backbone, head = load_backbone(package, args.device), load_head(package, args.device)
+    predictor = Predictor(args.model, args.device)
+    package = predictor.package
     pooled = {region: {k: [] for k in (*METHODS, "errors", "conf_raw", "conf_cal")} for region in ("all", "roi")}
     per_case = {region: {m: [] for m in METHODS} for region in ("all", "roi")}
     cases = list(iter_cases(args.split, args.cache_dir, args.limit))
     progress = TextProgress()
     for n, case in enumerate(cases):
-        prediction = predict_volume(case.volume, package, network=backbone, head=head, device=args.device)
+        prediction = predictor.predict(case.volume, "segwithu")
         reference = np.asarray(case.majority, np.uint8)
         errors = prediction.labels != reference
         scores = {

@@ -20,15 +20,15 @@ from scipy import stats
 from ..data.cases import Case
 from ..data.datasets import load_dataset_cases
 from ..errors import ModelError
-from ..inference import predict_sampled, predict_volume, resolve_device
 from ..metrics import auroc, dice
-from ..model.backbones import load_backbone, write_weights
+from ..model.backbones import write_weights
 from ..model.card import QualitySection
 from ..model.package import ModelPackage, load_package, write_card
 from ..prediction import Prediction, best_probabilities, risk_map
+from ..predictor import Predictor
 from ..preprocess import normalize_intensities
 from ..progress import Progress
-from ..segwithu.package import has_head, load_head
+from ..segwithu.package import has_head
 from .features import case_features
 from .package import NET_FILE
 from .predictor import fit_linear, fit_net, net_input, predict_net
@@ -58,12 +58,17 @@ class CaseRecord:
 
 
 def record_of(
-    case: Case, prediction: Prediction, package: ModelPackage, fragile: np.ndarray | None = None
+    case: Case,
+    prediction: Prediction,
+    package: ModelPackage,
+    fragile: np.ndarray | None = None,
+    normalised: np.ndarray | None = None,
 ) -> CaseRecord:
-    """The record of one labelled case predicted with the head (``fragile``: the search's mask, if it ran)."""
+    """The record of one labelled case predicted with the head (``fragile``: the search's mask, if it ran;
+    ``normalised``: the case's image normalised for the package, when already made)."""
     foreground = 1.0 - best_probabilities(prediction)[0]
     voxel_ml = case.geometry.voxel_volume_ml
-    image = normalize_intensities(case.image, package.card.normalization)
+    image = normalize_intensities(case.image, package.card.normalization) if normalised is None else normalised
     return CaseRecord(
         case_id=case.case_id,
         features=case_features(prediction, fragile),
@@ -95,30 +100,21 @@ def collect_records(
     """
     if not has_head(package):
         raise ModelError(f"model {package.card.name!r} has no head; the quality predictors read its maps")
-    dev = resolve_device(device)
-    network, head = load_backbone(package, dev), load_head(package, dev)
-    search = windows = None
-    if "fragility" in sources:
-        from ..fragility.replay import load_replay
-        from ..fragility.search import FragilitySearch
-
-        search = FragilitySearch(package, network, load_replay(package), None, dev)
-    if "ensemble" in sources:
-        from ..baselines import sampling_windows
-
-        windows = sampling_windows("ensemble", package, device, None)
+    predictor = Predictor(package, device)
     records = []
     for n, case in enumerate(cases):
-        prediction = predict_volume(case.volume, package, network=network, head=head, device=dev)
+        volume = case.volume
+        prediction = predictor.predict(volume, "segwithu")
         fragile = None
-        if windows is not None:  # the ensemble's map joins the head's, read on the head's outline band
-            sampled = predict_sampled(case.volume, package, windows, dev)
-            prediction.maps["mutual_information"] = sampled.maps["mutual_information"]
-        if search is not None:
-            found = search.run(case.volume, prediction)
+        if "ensemble" in sources:  # the ensemble's map joins the head's, read on the head's outline band
+            prediction = prediction.with_maps(
+                {"mutual_information": predictor.predict(volume, "ensemble").maps["mutual_information"]}
+            )
+        if "fragility" in sources:
+            found = predictor.search(volume, prediction)
             fragile = found.maps["fragile"] > 0
-            prediction.maps["flip_mass"] = found.maps["flip_mass"]
-        record = record_of(case, prediction, package, fragile)
+            prediction = prediction.with_maps({"flip_mass": found.maps["flip_mass"]})
+        record = record_of(case, prediction, package, fragile, predictor.normalised(volume))
         records.append(record)
         if progress is not None:
             progress(stage, (n + 1) / len(cases), case.case_id)
