@@ -245,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--cache-dir", type=Path, default=None)
     evaluate.add_argument("--limit", type=int, help="only the first N cases of the split")
     evaluate.add_argument("--margin-mm", type=float, default=3.0, help="roi margin around prediction and raters (mm)")
+    _cluster_options(evaluate)
     _samples_option(evaluate)
     _fragility_options(evaluate, flag=False)
     _device_option(evaluate)
@@ -321,17 +322,34 @@ def build_parser() -> argparse.ArgumentParser:
     _region_option(triage, report=False)  # triage writes every case's report
     _device_option(triage)
     _progress_option(triage)
-    where = triage.add_mutually_exclusive_group()
-    where.add_argument(
-        "--workers", type=int, default=None, help="run the cases on a local Dask cluster of N worker processes"
-    )
-    where.add_argument("--scheduler", default=None, help="run the cases on the Dask cluster at ADDRESS (tcp://...)")
+    _cluster_options(triage)
 
     report = commands.add_parser("report", help="write the HTML review report of a predict output folder")
     report.add_argument("--run-dir", required=True, type=Path, help="a folder predict wrote")
     report.add_argument("--input", help="the input volume (default: the path in summary.json)")
     _progress_option(report)
     return parser
+
+
+def _cluster_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers", type=int, default=None, help="run the cases on a local Dask cluster of N worker processes"
+    )
+    where.add_argument("--scheduler", default=None, help="run the cases on the Dask cluster at ADDRESS (tcp://...)")
+
+
+def _cluster(args: argparse.Namespace) -> Any:
+    from .cluster import ClusterSettings
+
+    return ClusterSettings(workers=args.workers, scheduler=args.scheduler)
+
+
+def _check_cluster(args: argparse.Namespace) -> None:
+    if args.workers is not None and args.workers < 1:
+        raise InputError("--workers needs at least 1 worker process")
+    if args.workers or args.scheduler:
+        preflight.require("distributed", f"running {args.command} on Dask", "distributed")
 
 
 def _print_summary(folder: PredictFolder, report: str | None, report_seconds: float) -> None:
@@ -530,6 +548,7 @@ def _evaluate(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         args.device,
         progress,
         fragility_config(args, "fragility" in methods),
+        _cluster(args),
     )
     if _talks(args):
         print((Path(args.output_dir) / "results.md").read_text(), file=sys.stderr)
@@ -599,7 +618,6 @@ def _fit_applicability(args: argparse.Namespace, progress: Progress) -> dict[str
 
 
 def _triage(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
-    from .cluster import ClusterSettings
     from .triage import triage
 
     result = triage(
@@ -610,7 +628,7 @@ def _triage(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         fragility_config(args, args.fragility),
         args.region_threshold,
         progress,
-        cluster=ClusterSettings(workers=args.workers, scheduler=args.scheduler),
+        cluster=_cluster(args),
     )
     if _talks(args):
         print(
@@ -648,10 +666,7 @@ def _check_triage(args: argparse.Namespace) -> None:
     preflight.check_output_folder(args.output_dir)
     preflight.check_model(args.model)
     preflight.require_plots()  # every case gets a report and a thumbnail
-    if args.workers is not None and args.workers < 1:
-        raise InputError("--workers needs at least 1 worker process")
-    if args.workers or args.scheduler:
-        preflight.require("distributed", "running triage on Dask", "distributed")
+    _check_cluster(args)
 
 
 def _check_data(args: argparse.Namespace) -> None:
@@ -665,6 +680,8 @@ def _check_data(args: argparse.Namespace) -> None:
         preflight.require("sklearn", "train-quality", "scikit-learn")
     if getattr(args, "model", None) is not None:
         preflight.check_model(args.model, complete=False)  # some of them write a file the card names
+    if args.command == "evaluate":
+        _check_cluster(args)
 
 
 # what each command checks before it imports torch (see preflight)

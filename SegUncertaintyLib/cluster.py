@@ -1,5 +1,7 @@
 """Cases on a Dask cluster: a local one of N worker processes, or an existing one by its address.
 
+Triage (:mod:`.triage`) and evaluation (:mod:`.evaluation.harness`) run their cases here.
+
 Each worker process builds one :class:`~.predictor.Predictor` (per model, device and search
 settings) the first time it is given a case and keeps it for every later case, so a network is
 loaded once per worker. Cases come back as they finish, in any order (:func:`run_cases`).
@@ -88,7 +90,7 @@ def open_client(settings: ClusterSettings) -> Iterator[Any]:
 
 
 @cache
-def worker_predictor(model: Any, device: str, fragility: Any) -> Any:
+def worker_predictor(model: Any, device: str, fragility: Any, samples: int | None = None) -> Any:
     """This process's Predictor for these settings, built on first use (see the module text)."""
     import torch
 
@@ -97,7 +99,7 @@ def worker_predictor(model: Any, device: str, fragility: Any) -> Any:
     threads = os.environ.get("SEGUNCERTAINTY_THREADS")
     if threads:
         torch.set_num_threads(int(threads))
-    return Predictor(model, device, fragility=fragility)
+    return Predictor(model, device, samples, fragility)
 
 
 def run_cases(

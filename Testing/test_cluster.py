@@ -1,15 +1,23 @@
-"""Triage on a real Dask cluster on loopback: two worker processes, one Predictor each, a worker killed."""
+"""Triage and evaluation on a real Dask cluster on loopback: two worker processes, one Predictor each, a
+worker killed."""
 
 import csv
+import functools
 import json
 import os
 import shutil
 import signal
 
+import numpy as np
 import pytest
+import torch
 
 from SegUncertaintyLib import triage as triage_module
 from SegUncertaintyLib.cluster import ClusterSettings, open_client, run_cases, worker_predictor
+from SegUncertaintyLib.data.datasets import load_dataset_cases
+from SegUncertaintyLib.errors import SegUncertaintyError
+from SegUncertaintyLib.evaluation import harness
+from SegUncertaintyLib.evaluation.harness import evaluate_methods
 from SegUncertaintyLib.resources import sample_path
 from SegUncertaintyLib.triage import CaseInput, cluster_case, triage
 
@@ -86,3 +94,44 @@ def test_each_worker_builds_one_predictor_for_all_its_cases(inputs, tmp_path):
     assert len(builds) == 2 and set(builds.values()) <= {0, 1} and sum(builds.values()) >= 1
     for n in range(4):
         assert (tmp_path / f"case-{n}" / "summary.json").is_file()
+
+
+def _dies_on(dying, case, methods, margin_mm, settings):
+    """The real case function, except that the case ``dying`` kills its worker (SIGKILL)."""
+    if case.case_id == dying:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return REAL_CASE_FUNCTION(case, methods, margin_mm, settings)
+
+
+REAL_CASE_FUNCTION = harness._evaluate_on_worker
+
+
+def test_evaluate_on_two_workers_gives_the_figures_of_one_process(lidc_cache, bundled_package, monkeypatch):
+    cases = load_dataset_cases("lidc", "test", lidc_cache, 3)
+    methods = ["segwithu", "msp", "tta"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker runs: the same sums in the same order
+    try:
+        alone = evaluate_methods(cases, bundled_package, methods, "cpu", samples=2)
+    finally:
+        torch.set_num_threads(threads)
+    seen = []
+    spread = evaluate_methods(
+        cases, bundled_package, methods, "cpu", 2, progress=lambda s, f, m=None: seen.append(m), cluster=TWO_WORKERS
+    )
+    assert sorted(seen) == sorted(c.case_id for c in cases)  # reported as each finished
+    for mine, theirs in zip(spread.case_rows, alone.case_rows, strict=True):  # folded in split order
+        assert (mine["case_id"], mine["method"]) == (theirs["case_id"], theirs["method"])
+        figures = {k: v for k, v in theirs.items() if k not in ("case_id", "method")}
+        assert {k: mine[k] for k in figures} == pytest.approx(figures, rel=0, abs=0, nan_ok=True)
+    for key, pooled in alone.pooled.items():
+        for a, b in zip(spread.pooled[key].arrays(), pooled.arrays(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert spread.forward_passes == alone.forward_passes == {"segwithu": 1, "msp": 1, "tta": 2}
+
+    # a case whose worker dies on both attempts stops the evaluation, naming the case
+    monkeypatch.setattr(harness, "_evaluate_on_worker", functools.partial(_dies_on, cases[1].case_id))
+    with pytest.raises(
+        SegUncertaintyError, match=f"case {cases[1].case_id}: the worker running this case died 2 times"
+    ):
+        evaluate_methods(cases, bundled_package, ["msp"], "cpu", cluster=TWO_WORKERS)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..baselines import check_available, single_pass_map
+from ..cluster import ClusterSettings
 from ..data.cases import Case
 from ..errors import SegUncertaintyError
 from ..fragility.config import FragilityConfig
@@ -106,6 +107,18 @@ class Evaluation:
     forward_passes: dict[str, int] = field(default_factory=dict)
     cases: int = 0
     margin_mm: float = 3.0
+
+    def add(self, case: CaseScores) -> None:
+        """Fold one case's scores into the run's figures."""
+        self.case_rows.extend(case.rows)
+        for method, (confidence, correct) in case.calibration.items():
+            self.calibration[method].add(confidence, correct)
+        for key, (scores, errors) in case.pooled.items():
+            self.pooled[key].scores.append(scores)
+            self.pooled[key].errors.append(errors)
+        for method, seconds in case.seconds.items():
+            self.seconds[method] += seconds
+        self.forward_passes.update(case.forward_passes)
 
 
 def check_methods(methods: Sequence[str], package: ModelPackage, samples: int | None = None) -> list[str]:
@@ -216,6 +229,77 @@ def score_case(
     return row, pooled, (confidence.astype(np.float32), correct)
 
 
+@dataclass
+class CaseScores:
+    """What scoring one case gave every method: :meth:`Evaluation.add` folds it into the run's figures.
+
+    Attributes:
+        rows: one dict per method (the case's row of :attr:`Evaluation.case_rows`).
+        pooled: ``(method, score)`` -> the case's roi scores and errors.
+        calibration: method -> the case's roi top-label confidence and whether each voxel is correct.
+        seconds: method -> wall time on this case (a shared single pass counted for each).
+        forward_passes: method -> whole-volume backbone passes.
+    """
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    pooled: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    calibration: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    forward_passes: dict[str, int] = field(default_factory=dict)
+
+
+def evaluate_case(predictor: Predictor, case: Case, methods: Sequence[str], margin_mm: float = 3.0) -> CaseScores:
+    """Run every method on one case with ``predictor`` and score it (see the module docstring).
+
+    The single-pass methods share one backbone (+ head) pass; the search runs on it.
+    """
+    single = [m for m in methods if m in SINGLE_PASS]
+    volume = case.volume
+    outputs: dict[str, tuple[Prediction, float]] = {}
+    if single:
+        start = time.perf_counter()
+        shared = predictor.predict(volume, "segwithu" if "segwithu" in single else "none")
+        for method in single:
+            outputs[method] = (shared, time.perf_counter() - start)
+        if "fragility" in single:
+            start = time.perf_counter()
+            found = predictor.search(volume, shared, keep_sample_labels=True)
+            outputs["fragility"] = (found, outputs["fragility"][1] + time.perf_counter() - start)
+    for method in (m for m in methods if m in SAMPLING_METHODS):
+        start = time.perf_counter()
+        outputs[method] = (predictor.predict(volume, method, keep_sample_labels=True), time.perf_counter() - start)
+    result = CaseScores()
+    for method in methods:
+        prediction, seconds = outputs[method]
+        if method == "fragility":
+            prediction, maps, sampled = shared, prediction.maps, prediction.sample_labels
+            probabilities = shared.probabilities
+        elif method in SINGLE_PASS:
+            probabilities, maps = method_view(method, prediction)
+            sampled = prediction.labels[None]
+        else:
+            probabilities, maps, sampled = prediction.probabilities, prediction.maps, prediction.sample_labels
+        row, pooled, calibration = score_case(
+            case, prediction.labels, probabilities, maps, sampled, SCORES[method], margin_mm, DECOMPOSITION.get(method)
+        )
+        result.rows.append({"case_id": case.case_id, "method": method, **row})
+        result.pooled.update({(method, name): value for name, value in pooled.items()})
+        result.calibration[method] = calibration
+        result.seconds[method] = seconds
+        result.forward_passes[method] = prediction.forward_passes
+    return result
+
+
+def _evaluate_on_worker(
+    case: Case, methods: list[str], margin_mm: float, settings: tuple[str, str, FragilityConfig | None, int | None]
+) -> CaseScores:
+    """:func:`evaluate_case` on a Dask worker, with that worker's one Predictor for ``settings``
+    (model folder, device, search settings, sampling passes)."""
+    from ..cluster import worker_predictor
+
+    return evaluate_case(worker_predictor(*settings), case, methods, margin_mm)
+
+
 def evaluate_methods(
     cases: Sequence[Case],
     package: ModelPackage,
@@ -225,6 +309,7 @@ def evaluate_methods(
     margin_mm: float = 3.0,
     progress: Progress | None = None,
     fragility: FragilityConfig | None = None,
+    cluster: ClusterSettings | None = None,
 ) -> Evaluation:
     """Run every method on every case and score it (see the module docstring for what is measured).
 
@@ -237,6 +322,13 @@ def evaluate_methods(
         margin_mm: roi margin in mm.
         progress: receives stage ``"evaluate"`` after every case.
         fragility: settings of the fragility search (its defaults if None).
+        cluster: run the cases on Dask (see :mod:`..cluster`): each worker loads the package (from
+            its folder) once; the figures are those of a run in one process, cases folded in
+            split order.
+
+    Raises:
+        SegUncertaintyError: a case failed (on a cluster: also when its worker died twice); an
+            evaluation covers the whole split or is not written.
     """
     methods = check_methods(methods, package, samples)
     result = Evaluation(methods=methods, cases=len(cases), margin_mm=margin_mm)
@@ -246,50 +338,23 @@ def evaluate_methods(
         for name in SCORES[method]:
             result.pooled[(method, name)] = PooledScores()
     report = progress or Progress()
-    single = [m for m in methods if m in SINGLE_PASS]
-    sampling = [m for m in methods if m in SAMPLING_METHODS]
-    predictor = Predictor(package, device, samples, fragility)  # networks loaded once for the whole split
-    for n, case in enumerate(cases):
-        outputs: dict[str, tuple[Prediction, float]] = {}
-        if single:
-            start = time.perf_counter()
-            shared = predictor.predict(case.volume, "segwithu" if "segwithu" in single else "none")
-            for method in single:
-                outputs[method] = (shared, time.perf_counter() - start)
-            if "fragility" in single:
-                start = time.perf_counter()
-                found = predictor.search(case.volume, shared, keep_sample_labels=True)
-                outputs["fragility"] = (found, outputs["fragility"][1] + time.perf_counter() - start)
-        for method in sampling:
-            start = time.perf_counter()
-            prediction = predictor.predict(case.volume, method, keep_sample_labels=True)
-            outputs[method] = (prediction, time.perf_counter() - start)
-        for method in methods:
-            prediction, seconds = outputs[method]
-            if method == "fragility":
-                prediction, maps, sampled = shared, prediction.maps, prediction.sample_labels
-                probabilities = shared.probabilities
-            elif method in SINGLE_PASS:
-                probabilities, maps = method_view(method, prediction)
-                sampled = prediction.labels[None]
-            else:
-                probabilities, maps, sampled = prediction.probabilities, prediction.maps, prediction.sample_labels
-            row, pooled, (confidence, correct) = score_case(
-                case,
-                prediction.labels,
-                probabilities,
-                maps,
-                sampled,
-                SCORES[method],
-                margin_mm,
-                DECOMPOSITION.get(method),
-            )
-            result.case_rows.append({"case_id": case.case_id, "method": method, **row})
-            result.calibration[method].add(confidence, correct)
-            for name, (scores, errors) in pooled.items():
-                result.pooled[(method, name)].scores.append(scores)
-                result.pooled[(method, name)].errors.append(errors)
-            result.seconds[method] += seconds
-            result.forward_passes[method] = prediction.forward_passes
-        report("evaluate", (n + 1) / len(cases), case.case_id)
+    if cluster is None or not cluster.enabled:
+        predictor = Predictor(package, device, samples, fragility)  # networks loaded once for the whole split
+        for n, case in enumerate(cases):
+            result.add(evaluate_case(predictor, case, methods, margin_mm))
+            report("evaluate", (n + 1) / len(cases), case.case_id)
+        return result
+    from ..cluster import WorkerDied, open_client, run_cases
+
+    settings = (str(package.path.resolve()), device, fragility, samples)
+    finished: dict[int, CaseScores] = {}
+    with open_client(cluster) as client:
+        jobs = ((str(n), (case, methods, margin_mm, settings)) for n, case in enumerate(cases))
+        for key, outcome in run_cases(client, _evaluate_on_worker, jobs):
+            if isinstance(outcome, WorkerDied):
+                raise SegUncertaintyError(f"case {cases[int(key)].case_id}: {outcome}")
+            finished[int(key)] = outcome
+            report("evaluate", len(finished) / len(cases), cases[int(key)].case_id)
+    for n in range(len(cases)):  # in split order: the same figures as one process gives
+        result.add(finished[n])
     return result

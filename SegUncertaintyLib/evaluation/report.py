@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cluster import ClusterSettings
 from ..data.datasets import load_dataset_cases
 from ..fragility.config import FragilityConfig
 from ..metrics import aurc, auroc, average_precision, e_aurc, risk_coverage
@@ -320,8 +321,11 @@ def evaluate_to_files(
     device: str = "auto",
     progress: Progress | None = None,
     fragility: FragilityConfig | None = None,
+    cluster: ClusterSettings | None = None,
 ) -> dict[str, Any]:
     """What ``seguncertainty evaluate`` does: run the methods over a split and write the report.
+
+    With ``cluster``, the cases run on Dask (:func:`.harness.evaluate_methods`); the figures are the same.
 
     The output folder gets ``results.md``, ``methods.csv``, ``scores.csv``, ``per_case.csv``, the
     plots (when matplotlib is installed) and ``summary.json``, all at once or not at all.
@@ -333,7 +337,7 @@ def evaluate_to_files(
     methods = check_methods(methods, package, samples)
     cases = load_dataset_cases(data, split, cache_dir, limit)
     with StagedOutput(output_dir) as out:
-        evaluation = evaluate_methods(cases, package, methods, device, samples, margin_mm, progress, fragility)
+        evaluation = evaluate_methods(cases, package, methods, device, samples, margin_mm, progress, fragility, cluster)
         title = f"{package.card.name} on {data} {split}: {', '.join(methods)}"
         plots = plots_available()
         summary = write_report(evaluation, out.stage, title, plots=plots)
