@@ -187,13 +187,15 @@ def predict_to_files(
         classes = package.card.classes
         outputs = write_outputs(prediction, classes, extension, out.stage, report, region_threshold)
         timings = {"read": read_seconds, **prediction.timings, "write": time.perf_counter() - t0}
-        timings["total"] = time.perf_counter() - started
+        t0 = time.perf_counter()
         applicability = Applicability.from_dict(assess(volume, prediction, package))
         quality = None
         if method == "segwithu" and has_quality(package):
             quality = predictor.estimate_quality(volume, prediction)
             if not applicability.within:  # an estimate for a scan it was not made for is no verdict
                 quality = replace(quality, needs_review=True)
+        timings["estimates"] = time.perf_counter() - t0  # applicability and quality
+        timings["total"] = time.perf_counter() - started
         gpu_memory = None
         if prediction.device.startswith("cuda"):
             import torch

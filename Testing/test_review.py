@@ -104,3 +104,24 @@ def test_a_review_session_keeps_every_correction_and_survives_a_restart(tmp_path
     with pytest.raises(InputError, match="not on the grid"):
         reopened.correct(1, np.zeros((2, 2, 2), np.uint8))
     assert ReviewSession.load(tmp_path / "review").version == 2  # failed actions saved nothing
+
+
+def test_region_figures_are_ndimages_to_the_bit_on_a_map_with_many_regions(oblique_geometry):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(7)
+    risk = ndimage.gaussian_filter(rng.random(oblique_geometry.shape).astype(np.float32), 1.0)
+    risk = (risk - risk.min()) / (risk.max() - risk.min())
+    fragile = rng.random(risk.shape) > 0.995
+    labels, regions = find_regions(risk, oblique_geometry, threshold=0.6, fragile=fragile)
+    assert len(regions) > 20
+    index = [r.label for r in regions]
+    expected = ndimage.sum_labels(risk, labels, index)
+    assert [r.expected_errors for r in regions] == list(expected)
+    assert [r.max_risk for r in regions] == [float(v) for v in ndimage.maximum(risk, labels, index)]
+    assert [r.voxels for r in regions] == [int(v) for v in ndimage.sum_labels(np.ones_like(risk), labels, index)]
+    assert [r.fragile_fraction * r.voxels for r in regions] == pytest.approx(ndimage.sum_labels(fragile, labels, index))
+    centres = ndimage.center_of_mass(np.ones_like(risk), labels, index)
+    for region, centre in zip(regions, centres, strict=True):
+        ras = oblique_geometry.ijk_to_physical(np.asarray(centre)[::-1], frame="RAS")
+        assert region.centroid_ras == tuple(float(c) for c in ras)

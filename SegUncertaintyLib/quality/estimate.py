@@ -43,7 +43,7 @@ def estimate_quality(
     features = case_features(prediction, prediction.maps.get("fragile"))
     foreground = 1.0 - best_probabilities(prediction)[0]
     image = normalize_intensities(volume.array, package.card.normalization) if normalised is None else normalised
-    x = net_input(image, 1.0 - prediction.probabilities[0], risk_map(prediction)[1], prediction.labels)
+    x = net_input(image, prediction.probabilities[0], risk_map(prediction)[1], prediction.labels)
     forecast = VolumeEvidence.from_probability(foreground, volume.geometry.voxel_volume_ml).forecast(scale)
     estimated = float(linear.predict([features])[0])
     section = package.card.quality

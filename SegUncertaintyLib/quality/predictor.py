@@ -91,19 +91,20 @@ def fit_linear(
     )
 
 
-def net_input(image: np.ndarray, foreground: np.ndarray, risk: np.ndarray, labels: np.ndarray) -> torch.Tensor:
-    """``(3, *NET_SHAPE)`` float32 input of :class:`QualityNet` for one case.
+def net_input(image: np.ndarray, background: np.ndarray, risk: np.ndarray, labels: np.ndarray) -> torch.Tensor:
+    """``(3, *NET_SHAPE)`` float32 input of :class:`QualityNet` for one case: the image, the probability of
+    any foreground class and the risk, in the segmentation's box.
 
     Args:
         image: ``(k, j, i)`` normalised image (the model card's normalisation).
-        foreground: ``(k, j, i)`` probability of any foreground class.
+        background: ``(k, j, i)`` probability of the background (one minus that of any foreground class).
         risk: ``(k, j, i)`` estimated probability of error.
         labels: ``(k, j, i)`` segmentation: the crop is its box (or, when empty, the box of
-            ``foreground >= 0.1``, or the whole volume) plus ``NET_MARGIN_VOXELS``.
+            a foreground probability of at least 0.1, or the whole volume) plus ``NET_MARGIN_VOXELS``.
     """
     mask = labels > 0
     if not mask.any():
-        mask = foreground >= 0.1
+        mask = (1.0 - background) >= 0.1
     if mask.any():
         box = ndimage.find_objects(mask.astype(np.int8))[0]
         box = tuple(
@@ -112,7 +113,7 @@ def net_input(image: np.ndarray, foreground: np.ndarray, risk: np.ndarray, label
         )
     else:
         box = tuple(slice(0, n) for n in mask.shape)
-    stacked = torch.from_numpy(np.stack([image[box], foreground[box], risk[box]]).astype(np.float32))
+    stacked = torch.from_numpy(np.stack([image[box], 1.0 - background[box], risk[box]]).astype(np.float32))
     return F.interpolate(stacked[None], size=NET_SHAPE, mode="trilinear", align_corners=False)[0]
 
 

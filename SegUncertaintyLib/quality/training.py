@@ -75,7 +75,7 @@ def record_of(
         dice=dice(prediction.labels > 0, case.majority > 0),
         volume=VolumeEvidence.from_probability(foreground, voxel_ml),
         rater_volumes_ml=[float(np.count_nonzero(r)) * voxel_ml for r in case.raters],
-        net_input=net_input(image, 1.0 - prediction.probabilities[0], risk_map(prediction)[1], prediction.labels),
+        net_input=net_input(image, prediction.probabilities[0], risk_map(prediction)[1], prediction.labels),
     )
 
 

@@ -20,6 +20,13 @@ import numpy as np
 from scipy.special import ndtri
 
 LEVELS = (0.75, 0.25)
+SLAB_VOXELS = 2**22  # float64 sums over a volume run slab by slab: a CT's copy would be 630 MB
+
+
+def slabs(shape: Sequence[int], voxels: int = SLAB_VOXELS) -> list[tuple[slice, ...]]:
+    """Index tuples cutting a ``(k, j, i)`` array into slabs of whole k-planes, about ``voxels`` each."""
+    step = max(1, voxels // max(math.prod(shape[1:]), 1))
+    return [(slice(start, start + step),) for start in range(0, shape[0], step)]
 
 
 @dataclass(frozen=True)
@@ -54,12 +61,16 @@ class VolumeEvidence:
     @classmethod
     def from_probability(cls, foreground: np.ndarray, voxel_ml: float) -> VolumeEvidence:
         """From a ``(k, j, i)`` probability of the class (calibrated when available) and the voxel volume."""
-        p = foreground.astype(np.float64)
+        total = binomial = 0.0
+        for slab in slabs(foreground.shape):
+            p = foreground[slab].astype(np.float64)
+            total += float(p.sum())
+            binomial += float((p * (1.0 - p)).sum())
         strict, loose = (np.count_nonzero(foreground >= level) for level in LEVELS)
         return cls(
-            mean_ml=float(p.sum()) * voxel_ml,
+            mean_ml=total * voxel_ml,
             half_width_ml=0.5 * float(loose - strict) * voxel_ml,
-            poisson_sd_ml=math.sqrt(float((p * (1.0 - p)).sum())) * voxel_ml,
+            poisson_sd_ml=math.sqrt(binomial) * voxel_ml,
             voxel_ml=voxel_ml,
         )
 
