@@ -79,6 +79,19 @@ def test_every_head_parameter_receives_a_gradient_and_the_backbone_none(real_bat
     assert all(p.grad is None and not p.requires_grad for p in backbone.parameters())
 
 
+def test_the_two_class_path_is_the_any_class_path(real_batch, bundled_package):
+    _, _, logits, features, _ = real_batch
+    head = load_head(bundled_package)
+    with torch.no_grad():
+        h = torch.nn.functional.interpolate(head.fusion(features), size=logits.shape[2:], mode="trilinear")
+        v = head.probes(h)
+        general, binary = head._any_classes(logits, v), head._two_classes(logits, v)
+    for name, a, b in zip(("epistemic", "residual", "delta", "margin", "entropy"), general, binary, strict=True):
+        assert a.shape == b.shape, name
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
+    assert general[0].max() > 1e-4  # the probes move these probabilities: a real comparison
+
+
 def test_the_maps_in_slabs_are_the_maps_of_one_pass(real_batch, bundled_package):
     """Predicting, the head runs its voxel-wise part a slab of W at a time (deepbet's 256^3 held 4 GB at once)."""
     _, _, logits, features, _ = real_batch

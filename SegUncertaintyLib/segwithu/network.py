@@ -235,25 +235,55 @@ class SegWithUHead(nn.Module):
         """``(C, k, j, i)`` tempered logits (:func:`temper`) from the ``(k, j, i)`` ``calibration`` map in ``maps``."""
         return temper(logits, maps["calibration"][None])
 
-    def _voxelwise(self, logits: torch.Tensor, h: torch.Tensor) -> HeadOutputs:
-        """:meth:`forward` from the fused features ``h`` on the logits' grid (voxel-wise from here on)."""
-        v = self.probes(h)
-        num_classes = logits.shape[1]
-
+    def _any_classes(self, logits: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The epistemic map, residual, deterministic perturbation ``(B, C, ...)``, top-2 margin and entropy
+        of the probe responses ``v``, each ``(B, 1, ...)`` but the perturbation."""
         # the S sign patterns and the all-ones vector (the deterministic perturbation) in one pass
         deltas = self._delta(v, torch.cat([self.patterns, torch.ones_like(self.patterns[:1])]))
         perturbed, delta = deltas[:, :-1], deltas[:, -1]  # (B, S, C, ...), (B, C, ...)
         probabilities = torch.softmax(logits.unsqueeze(1) + perturbed, dim=2)
         # population variance over the patterns, summed over classes (E[p^2] - E[p]^2: a strided var is slow)
         mean = probabilities.mean(dim=1)
-        epistemic = ((probabilities * probabilities).mean(dim=1) - mean * mean).clamp_min(0.0).sum(dim=1, keepdim=True)
+        variance = (probabilities * probabilities).mean(dim=1) - mean * mean
+        epistemic = variance.clamp_min(0.0).sum(dim=1, keepdim=True)
         residual = delta.pow(2).mean(dim=1, keepdim=True)
-
         p = torch.softmax(logits, dim=1)
         top2 = p.topk(2, dim=1).values
         margin = top2[:, :1] - top2[:, 1:2]
-        weight = torch.exp(-self.config.margin_gamma * margin.detach())
         entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(dim=1, keepdim=True)
+        return epistemic, residual, delta, margin, entropy
+
+    def _two_classes(self, logits: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The general path's epistemic map, residual, deterministic perturbation, margin and entropy for
+        two classes (:meth:`_any_classes`), from the logit difference alone: a softmax over two classes
+        is the sigmoid of the difference, and both classes' probabilities vary alike over the patterns.
+        Equal to the general path to float rounding, at about half its element-wise work.
+        """
+        sigma = F.softplus(self.sigma_raw) + 1e-6
+        weight = self.probe_to_class.weight.flatten(1)  # (2, R)
+        # the patterns' class-1-minus-class-0 perturbations, and both classes' all-ones one
+        rows = torch.cat([(weight[1] - weight[0])[None] * (self.patterns * sigma), weight * sigma])
+        out = F.conv3d(channels_last(v), rows.reshape(*rows.shape, 1, 1, 1))  # (B, S + 2, ...)
+        patterns = self.patterns.shape[0]
+        difference = logits[:, 1:2] - logits[:, :1]
+        q = torch.sigmoid(difference + out[:, :patterns])  # class 1's probability under each pattern
+        mean = q.mean(dim=1, keepdim=True)
+        epistemic = 2.0 * ((q * q).mean(dim=1, keepdim=True) - mean * mean).clamp_min(0.0)
+        delta = out[:, patterns:]
+        residual = delta.pow(2).mean(dim=1, keepdim=True)
+        p1 = torch.sigmoid(difference)
+        margin = (2.0 * p1 - 1.0).abs()
+        p0 = 1.0 - p1
+        entropy = -(p0 * torch.log(p0.clamp_min(1e-12)) + p1 * torch.log(p1.clamp_min(1e-12)))
+        return epistemic, residual, delta, margin, entropy
+
+    def _voxelwise(self, logits: torch.Tensor, h: torch.Tensor) -> HeadOutputs:
+        """:meth:`forward` from the fused features ``h`` on the logits' grid (voxel-wise from here on)."""
+        v = self.probes(h)
+        num_classes = logits.shape[1]
+        path = self._two_classes if num_classes == 2 else self._any_classes
+        epistemic, residual, delta, margin, entropy = path(logits, v)
+        weight = torch.exp(-self.config.margin_gamma * margin.detach())
 
         aleatoric = F.softplus(self.aleatoric(h))
         calibration_inputs = torch.cat([torch.log1p(epistemic + residual), torch.log1p(aleatoric), margin], dim=1)
