@@ -17,14 +17,15 @@ Outputs (in the output folder, all on the input's exact grid):
   (uint8 mask of the voxels an equally good adversarial model labels differently), ``flip_mass``,
   ``first_flip``, ``fragility_total``, ``fragility_aleatoric`` and ``fragility_epistemic``;
 * ``regions.<ext>`` and ``regions.json``: the high-risk regions for review (see
-  :func:`review_regions`), as a uint16 label map (n = the region of rank n) and their sizes, RAS
-  centres, boxes, risks and expected wrong voxels, worst first;
+  :func:`.predict_folder.review_regions`), as a uint16 label map (n = the region of rank n) and
+  their sizes, RAS centres, boxes, risks and expected wrong voxels, worst first;
 * ``summary.json``: the files, the input geometry, the model, class volumes, timings, peak memory
   (on CUDA also ``peak_gpu_memory_mb``; with ``fragility``, the fragile-voxel count and volume and
   the search's figures; with the head and a package that has quality predictors, ``quality``: the
   estimated Dice and the volume forecast, see :func:`.quality.estimate.estimate_quality`).
 
-Files appear whole or not at all (see :class:`StagedOutput`).
+Files appear whole or not at all (see :class:`StagedOutput`); their names, the typed summary and
+their reader are :mod:`.predict_folder`'s.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def predict_to_files(
         fragility: also run the fragility search with these settings (the package needs a replay
             set); with a Predictor, any value runs the search with the Predictor's settings.
         region_threshold: voxels whose estimated probability of error reaches it form the high-risk
-            regions (``regions.json``; see :func:`review_regions`).
+            regions (``regions.json``; see :func:`.predict_folder.review_regions`).
         series: the SeriesInstanceUID to read from a DICOM folder holding several series.
 
     Returns:

@@ -15,7 +15,9 @@ Differences from the published code, each on purpose:
 * the ranking map has no constant offset: no loss can train one (they are all shift-invariant);
 * ``R`` must be a power of two (Hadamard order);
 * the features are mixed spatially one level below full resolution (:class:`MultiScaleFusion`),
-  which keeps the head's cost near a third of a small backbone's on a CPU.
+  which keeps the head's cost near a third of a small backbone's on a CPU;
+* with two classes the element-wise part runs on the logit difference
+  (:meth:`SegWithUHead._two_classes`): the same maps to float rounding, at a third of the work.
 """
 
 from __future__ import annotations
