@@ -412,9 +412,12 @@ def process_case(
     outcome = (
         "skipped" if is_finished(folder, source) else run_case(source, folder, predictor, fragility, region_threshold)
     )
-    if outcome != "failed" and not _finish(folder, source):
-        outcome = "failed"
-    return outcome
+    return _with_report(outcome, folder, source)
+
+
+def _with_report(outcome: str, folder: Path, source: CaseInput) -> str:
+    """A predicted case's outcome once its report and thumbnail are written (``"failed"`` if they cannot be)."""
+    return "failed" if outcome == "failed" or not _finish(folder, source) else outcome
 
 
 def cluster_case(source: CaseInput, folder: Path, settings: tuple) -> str:
@@ -436,7 +439,7 @@ def _triage_on_cluster(
     pending = []
     for index, (source, folder) in enumerate(zip(inputs, folders, strict=True)):
         if is_finished(folder, source):
-            completed(index, "skipped" if _finish(folder, source) else "failed")
+            completed(index, _with_report("skipped", folder, source))
         else:
             pending.append((str(index), (source, folder, settings)))
     if not pending:
