@@ -59,6 +59,13 @@ class _Fields:
             return None
         return _Fields(value, f"{self.prefix}{key}.")
 
+    def interval(self, key: str) -> tuple[float, float]:
+        """A ``[low, high]`` pair of numbers."""
+        value = self.get(key, list)
+        if len(value) != 2 or not all(isinstance(v, NUMBER) and not isinstance(v, bool) for v in value):
+            raise KeyError(self.prefix + key)
+        return value[0], value[1]
+
     def names(self, key: str, optional: bool = False) -> dict[str, str] | None:
         """A ``{name: file name}`` section."""
         value = self.get(key, dict, optional)
@@ -134,16 +141,13 @@ class OutputFiles:
 
 
 def _class_volume(fields: _Fields) -> ClassVolume:
-    interval = fields.get("volume_interval_ml", list)
-    if len(interval) != 2 or not all(isinstance(v, NUMBER) for v in interval):
-        raise KeyError(fields.prefix + "volume_interval_ml")
     return ClassVolume(
         index=fields.get("index", int),
         name=fields.get("name", str),
         voxels=fields.get("voxels", int),
         volume_ml=fields.get("volume_ml", NUMBER),
         expected_volume_ml=fields.get("expected_volume_ml", NUMBER),
-        volume_interval_ml=(interval[0], interval[1]),
+        volume_interval_ml=fields.interval("volume_interval_ml"),
         calibrated_expected_volume_ml=fields.get("calibrated_expected_volume_ml", NUMBER, optional=True),
     )
 
@@ -219,9 +223,7 @@ class QualityEstimate:
     def from_dict(cls, fields: _Fields) -> QualityEstimate:
         forecast = fields.section("volume_forecast_ml", optional=True)
         if forecast is not None:
-            interval = forecast.get("interval_90", list)
-            if len(interval) != 2 or not all(isinstance(v, NUMBER) for v in interval):
-                raise KeyError("quality.volume_forecast_ml.interval_90")
+            forecast.interval("interval_90")  # checked here, read by interval_90_ml
         return cls(
             estimated_dice=fields.get("estimated_dice", NUMBER),
             estimated_dice_net=fields.get("estimated_dice_net", NUMBER),
