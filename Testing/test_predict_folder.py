@@ -53,7 +53,10 @@ def test_the_folder_gives_the_files_predict_wrote(written):
         (lambda s: s["fragility"].pop("fragile_voxels"), "fragility.fragile_voxels"),
         (lambda s: s["outputs"]["maps"].update(ranking=3), "outputs.maps"),
         (lambda s: s["model"].update(classes=["background"]), "model.classes"),
-        (lambda s: s["quality"]["volume_forecast_ml"].update(interval_90=[1.0, "2"]), "quality.volume_forecast_ml.interval_90"),
+        (
+            lambda s: s["quality"]["volume_forecast_ml"].update(interval_90=[1.0, "2"]),
+            "quality.volume_forecast_ml.interval_90",
+        ),
     ],
 )
 def test_a_damaged_field_is_named(written, tmp_path, damage, field):
