@@ -1,0 +1,82 @@
+"""Why the fragility search is one-sided: each adversary's replay loss per step, grow against shrink.
+
+For every case the default search runs once (a Predictor, the bundled model); its summary gives
+the replay loss of every adversary after every step. Per direction and radius this prints:
+
+* the median relative change of the replay loss after the first step and after the last, against
+  the reference's (``L / L_ref - 1``), beside the admissibility slack;
+* the share of adversaries with at least one admissible snapshot (the issue's goal: >= 80 % for
+  shrink);
+* over the cases, the median share of the mixture's weight held by its heaviest snapshot other
+  than the reference (weights ``exp(-(L - L_ref) / T)`` over admissible snapshots, the reference
+  at 1; the goal: no snapshot above one half), and the reference's own share.
+
+Usage::
+
+    python benchmarks/fragility_admissibility.py [--limit 20] [--split test] [--cache-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections import defaultdict
+
+import numpy as np
+from common import add_model_and_data_options  # first: puts the repository on the import path
+
+from SegUncertaintyLib.data.datasets import load_dataset_cases
+from SegUncertaintyLib.predictor import Predictor
+from SegUncertaintyLib.progress import TextProgress
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_and_data_options(parser)
+    args = parser.parse_args()
+    predictor = Predictor(args.model, args.device)
+    config = predictor.fragility
+    cases = load_dataset_cases("lidc", args.split, args.cache_dir, args.limit or 20)
+    first, last, admissible = defaultdict(list), defaultdict(list), defaultdict(list)
+    heaviest, reference_share = [], []
+    progress = TextProgress()
+    for n, case in enumerate(cases):
+        volume = case.volume
+        summary = predictor.search(volume, predictor.predict(volume, "none")).summary
+        if not summary["adversaries"]:
+            continue
+        reference = summary["replay_loss_reference"]
+        losses = np.asarray(summary["replay_loss_per_step"])  # (steps, adversaries)
+        for a, name in enumerate(summary["adversaries"]):
+            kind = " ".join(name.split()[:1] + name.split()[2:])  # "grow 1 mm": the class left out
+            first[kind].append(losses[0, a] / reference - 1.0)
+            last[kind].append(losses[-1, a] / reference - 1.0)
+            admissible[kind].append(summary["admissible_per_adversary"][a] > 0)
+        temperature = (config.temperature or config.slack) * reference
+        allowed = losses <= reference * (1 + config.slack)
+        weights = np.exp(-(losses[allowed] - reference) / temperature)
+        heaviest.append(float(weights.max() / (1.0 + weights.sum())) if weights.size else 0.0)
+        reference_share.append(float(1.0 / (1.0 + weights.sum())))
+        progress("search", (n + 1) / len(cases), case.case_id)
+
+    print(
+        f"\n{predictor.package.card.name}, {len(cases)} LIDC {args.split} cases, the default search "
+        f"({config.steps} steps, trainable {config.trainable}, learning rate {config.step_size:g}); "
+        f"admissible: replay loss <= {1 + config.slack:g} x the reference's\n"
+    )
+    print("| adversary | cases | replay loss after step 1 | after the last step | with an admissible snapshot |")
+    print("|---|---|---|---|---|")
+    for kind in sorted(first, key=lambda k: (k.split()[0], float(k.split()[1]))):
+        print(
+            f"| {kind} | {len(first[kind])} | {statistics.median(first[kind]):+.2%} | "
+            f"{statistics.median(last[kind]):+.2%} | {np.mean(admissible[kind]):.0%} |"
+        )
+    print(
+        f"\nheaviest snapshot's share of the mixture (reference at 1): median {statistics.median(heaviest):.4f}, "
+        f"above one half in {np.mean(np.asarray(heaviest) > 0.5):.0%} of the cases; the reference's own share: "
+        f"median {statistics.median(reference_share):.2e}"
+    )
+
+
+if __name__ == "__main__":
+    main()
