@@ -14,6 +14,7 @@ the replay loss of every adversary after every step. Per direction and radius th
 Usage::
 
     python benchmarks/fragility_admissibility.py [--limit 20] [--split test] [--cache-dir DIR]
+                                                 [--learning-rate LR] [--slack S]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 from common import add_model_and_data_options  # first: puts the repository on the import path
 
 from SegUncertaintyLib.data.datasets import load_dataset_cases
+from SegUncertaintyLib.fragility.config import FragilityConfig
 from SegUncertaintyLib.predictor import Predictor
 from SegUncertaintyLib.progress import TextProgress
 
@@ -33,8 +35,11 @@ from SegUncertaintyLib.progress import TextProgress
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_and_data_options(parser)
+    parser.add_argument("--learning-rate", type=float, default=None, help="the search's step size (default: its own)")
+    parser.add_argument("--slack", type=float, default=None, help="the admissibility slack (default: its own)")
     args = parser.parse_args()
-    predictor = Predictor(args.model, args.device)
+    changes = {k: v for k, v in (("learning_rate", args.learning_rate), ("slack", args.slack)) if v is not None}
+    predictor = Predictor(args.model, args.device, fragility=FragilityConfig(**changes))
     config = predictor.fragility
     cases = load_dataset_cases("lidc", args.split, args.cache_dir, args.limit or 20)
     first, last, admissible = defaultdict(list), defaultdict(list), defaultdict(list)
