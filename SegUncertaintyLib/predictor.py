@@ -35,6 +35,7 @@ from .predict_folder import QualityEstimate
 from .prediction import Prediction
 from .preprocess import normalize_intensities
 from .progress import Progress
+from .quality.estimate import estimate_quality
 from .quality.package import load_quality
 from .quality.predictor import LinearQuality, QualityNet
 from .roi import load_locator
@@ -223,6 +224,4 @@ class Predictor:
     def estimate_quality(self, volume: Volume, prediction: Prediction) -> QualityEstimate:
         """The case's estimated quality from a prediction of ``volume`` made with the head
         (:func:`.quality.estimate.estimate_quality`; the package needs quality predictors)."""
-        from .quality.estimate import estimate_quality
-
         return estimate_quality(volume, prediction, self.package, self.quality, self.normalised(volume))

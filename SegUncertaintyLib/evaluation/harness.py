@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..baselines import check_available, single_pass_map
-from ..cluster import ClusterSettings
+from ..cluster import ClusterSettings, WorkerDied, open_client, run_cases, worker_predictor
 from ..data.cases import Case
 from ..errors import SegUncertaintyError
 from ..fragility.config import FragilityConfig
@@ -295,8 +295,6 @@ def _evaluate_on_worker(
 ) -> CaseScores:
     """:func:`evaluate_case` on a Dask worker, with that worker's one Predictor for ``settings``
     (model folder, device, search settings, sampling passes)."""
-    from ..cluster import worker_predictor
-
     return evaluate_case(worker_predictor(*settings), case, methods, margin_mm)
 
 
@@ -344,8 +342,6 @@ def evaluate_methods(
             result.add(evaluate_case(predictor, case, methods, margin_mm))
             report("evaluate", (n + 1) / len(cases), case.case_id)
         return result
-    from ..cluster import WorkerDied, open_client, run_cases
-
     settings = (str(package.path.resolve()), device, fragility, samples)
     finished: dict[int, CaseScores] = {}
     with open_client(cluster) as client:
