@@ -8,13 +8,13 @@ the replay loss of every adversary after every step. Per direction and radius th
 * the share of adversaries with at least one admissible snapshot (the issue's goal: >= 80 % for
   shrink);
 * over the cases, the median share of the mixture's weight held by its heaviest snapshot other
-  than the reference (weights ``exp(-(L - L_ref) / T)`` over admissible snapshots, the reference
-  at 1; the goal: no snapshot above one half), and the reference's own share.
+  than the reference (the search's own :func:`snapshot_weights` over admissible snapshots, the
+  reference at 1; the goal: no snapshot above one half), and the reference's own share.
 
 Usage::
 
     python benchmarks/fragility_admissibility.py [--limit 20] [--split test] [--cache-dir DIR]
-                                                 [--learning-rate LR] [--slack S]
+                                                 [--learning-rate LR] [--slack S] [--steps K] [--radii 2]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from common import add_model_and_data_options  # first: puts the repository on t
 
 from SegUncertaintyLib.data.datasets import load_dataset_cases
 from SegUncertaintyLib.fragility.config import FragilityConfig
+from SegUncertaintyLib.fragility.search import snapshot_weights
 from SegUncertaintyLib.predictor import Predictor
 from SegUncertaintyLib.progress import TextProgress
 
@@ -37,17 +38,26 @@ def main() -> None:
     add_model_and_data_options(parser)
     parser.add_argument("--learning-rate", type=float, default=None, help="the search's step size (default: its own)")
     parser.add_argument("--slack", type=float, default=None, help="the admissibility slack (default: its own)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per adversary (default: its own)")
+    parser.add_argument("--radii", default=None, help="grow/shrink distances in mm, comma-separated (default: its own)")
     args = parser.parse_args()
-    changes = {k: v for k, v in (("learning_rate", args.learning_rate), ("slack", args.slack)) if v is not None}
+    radii = tuple(float(r) for r in args.radii.split(",")) if args.radii else None
+    options = (("learning_rate", args.learning_rate), ("slack", args.slack), ("steps", args.steps), ("radii_mm", radii))
+    changes = {k: v for k, v in options if v is not None}
     predictor = Predictor(args.model, args.device, fragility=FragilityConfig(**changes))
     config = predictor.fragility
     cases = load_dataset_cases("lidc", args.split, args.cache_dir, args.limit or 20)
     first, last, admissible = defaultdict(list), defaultdict(list), defaultdict(list)
-    heaviest, reference_share = [], []
+    heaviest, reference_share, flip_median, saturation = [], [], [], []
     progress = TextProgress()
     for n, case in enumerate(cases):
         volume = case.volume
-        summary = predictor.search(volume, predictor.predict(volume, "none")).summary
+        result = predictor.search(volume, predictor.predict(volume, "none"))
+        summary = result.summary
+        flips = result.maps["flip_mass"][result.maps["fragile"] > 0]
+        if flips.size:
+            flip_median.append(float(np.median(flips)))
+            saturation.extend((flips >= 0.99).tolist())
         if not summary["adversaries"]:
             continue
         reference = summary["replay_loss_reference"]
@@ -59,14 +69,15 @@ def main() -> None:
             admissible[kind].append(summary["admissible_per_adversary"][a] > 0)
         temperature = (config.temperature or config.slack) * reference
         allowed = losses <= reference * (1 + config.slack)
-        weights = np.exp(-(losses[allowed] - reference) / temperature)
+        weights = snapshot_weights(losses[allowed], reference, temperature)
         heaviest.append(float(weights.max() / (1.0 + weights.sum())) if weights.size else 0.0)
         reference_share.append(float(1.0 / (1.0 + weights.sum())))
         progress("search", (n + 1) / len(cases), case.case_id)
 
     print(
         f"\n{predictor.package.card.name}, {len(cases)} LIDC {args.split} cases, the default search "
-        f"({config.steps} steps, trainable {config.trainable}, learning rate {config.step_size:g}); "
+        f"({config.steps} steps, trainable {predictor.searcher.spec.part}, "
+        f"learning rate {config.step_size(predictor.searcher.spec.uniform):g}); "
         f"admissible: replay loss <= {1 + config.slack:g} x the reference's\n"
     )
     print("| adversary | cases | replay loss after step 1 | after the last step | with an admissible snapshot |")
@@ -76,6 +87,11 @@ def main() -> None:
             f"| {kind} | {len(first[kind])} | {statistics.median(first[kind]):+.2%} | "
             f"{statistics.median(last[kind]):+.2%} | {np.mean(admissible[kind]):.0%} |"
         )
+    saturated = np.mean(saturation) if saturation else float("nan")
+    print(
+        f"\nflip mass on the fragile voxels: median over the cases of its median {statistics.median(flip_median):.3f}; "
+        f"fragile voxels at >= 0.99 (saturated): {saturated:.1%}"
+    )
     print(
         f"\nheaviest snapshot's share of the mixture (reference at 1): median {statistics.median(heaviest):.4f}, "
         f"above one half in {np.mean(np.asarray(heaviest) > 0.5):.0%} of the cases; the reference's own share: "

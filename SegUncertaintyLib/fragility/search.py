@@ -7,10 +7,10 @@ For a volume and its reference prediction (one ordinary inference):
 2. the ROI is covered by tiles; for each tile the frozen trunk runs once on a window centred on it,
    and the inputs of the trainable tail (:mod:`.tail`) are kept; the replay set's are kept likewise;
 3. M adversaries (copies of the tail, stacked, one ``vmap``-ed call) take K Adam steps on
-   ``mean_band CE(p_m, t_m) + lambda mean_{ROI \\ band} CE(p_m, y0) + c_k (L_R(m) - L_R,ref)``;
+   ``mean_band CE(p_m, t_m) + lambda mean_{ROI \\ band} CE(p_m, y0) + c_k max(L_R(m) - L_R,ref, 0)``;
 4. after every step each adversary is a snapshot; it is admissible when its replay loss stays
-   within the slack, ``L_R <= L_R,ref (1 + gamma)``, and weighs ``exp(-(L_R - L_R,ref) / T)``;
-   the reference is a snapshot of weight 1;
+   within the slack, ``L_R <= L_R,ref (1 + gamma)``, and weighs ``exp(-max(L_R - L_R,ref, 0) / T)``
+   (:func:`snapshot_weights`); the reference is a snapshot of weight 1;
 5. the snapshots' logits are ``z0 + (tail_m - tail_ref)`` (the change the adversary makes, added to
    the blended reference logits), resampled onto the input grid, and summarised there: mixture
    entropy (total), mean entropy (aleatoric), their difference (epistemic, mutual information), flip
@@ -90,10 +90,45 @@ class _Region:
     resampled: Box
     logits: torch.Tensor  # (C, *resampled)
     input_box: Box
-    mixture: _Mixture
+    mixture: Mixture
 
 
-def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def padded_input(
+    volume: Volume,
+    package: ModelPackage,
+    device: torch.device,
+    normalised: np.ndarray | None,
+    model_shape: tuple[int, ...],
+) -> torch.Tensor:
+    """The network's ``(1, 1, *padded)`` input on the model grid, padded as the sliding window pads an
+    image smaller than a window (:func:`.layout.padding_before`, with the image minimum)."""
+    patch = tuple(package.card.patch_size)
+    image, _ = prepare_image(volume, package, device, Progress(), normalised)
+    before = padding_before(model_shape, patch)
+    pad = [
+        n for b, s, p in zip(before[::-1], model_shape[::-1], patch[::-1], strict=True) for n in (b, max(p - s, 0) - b)
+    ]
+    return F.pad(image[None], pad, value=float(image.min())) if any(pad) else image[None]
+
+
+def snapshot_weights(losses: np.ndarray, reference: float, temperature: float) -> np.ndarray:
+    """Mixture weights of snapshots from their replay losses: ``exp(-max(L - L_ref, 0) / T)``, at most 1.
+
+    A snapshot that fits the few replay patches better than the reference is not a better model
+    (the reference is the optimum on the whole training set): it weighs as much as the reference,
+    never more. Rewarding it (``exp(-(L - L_ref) / T)``) let a handful of grow snapshots, 18 % below
+    the reference's replay loss, hold nearly all of the weight (BENCHMARKS.md, "Why the search is
+    one-sided").
+
+    Args:
+        losses: replay losses of the snapshots (nats), any shape.
+        reference: the reference model's replay loss (nats).
+        temperature: T (nats).
+    """
+    return np.exp(-np.maximum(np.asarray(losses, np.float64) - reference, 0.0) / temperature)
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-voxel CE of ``(M, C, ...)`` logits against ``(M, ...)`` int64 labels: ``(M, ...)``."""
     return -torch.log_softmax(logits, dim=1).gather(1, target.unsqueeze(1)).squeeze(1)
 
@@ -119,7 +154,8 @@ class FragilitySearch:
     ):
         self.package, self.network, self.config = package, network.eval(), config or FragilityConfig()
         self.device = torch.device(device)
-        self.spec = tail_spec(network, package.card.architecture.get("name", ""), self.config.trainable)
+        architecture = package.card.architecture.get("name", "")
+        self.spec = tail_spec(network, architecture, self.config.trainable, package.card.num_classes)
         self.tail = Tail(network, self.spec).to(self.device)
         patch = tuple(package.card.patch_size)
         batch = package.card.inference.sw_batch_size
@@ -147,7 +183,7 @@ class FragilitySearch:
         """``(M,)`` mean CE on the replay crops from ``(M, R, C, ...)`` tail outputs."""
         outputs = outputs[(slice(None), slice(None), slice(None), *self.replay_valid)]
         m, r = outputs.shape[:2]
-        ce = _cross_entropy(outputs.flatten(0, 1), self.replay_labels.repeat(m, *[1] * (self.replay_labels.dim() - 1)))
+        ce = cross_entropy(outputs.flatten(0, 1), self.replay_labels.repeat(m, *[1] * (self.replay_labels.dim() - 1)))
         return ce.reshape(m, r, -1).mean(dim=(1, 2))
 
     def run(
@@ -191,10 +227,14 @@ class FragilitySearch:
             make_targets(z0[(slice(None), *box)].cpu().numpy(), card.classes, config.radii_mm, spacing) for box in boxes
         ]
         names = [n for n in names if any(n in g and g[n].band.any() for g in goals)]
-        maps = _reference_maps(reference)
+        maps = reference_maps(reference)
         samples = np.repeat(reference.labels[None], 1 + len(names), axis=0) if keep_sample_labels else None
         summary: dict[str, Any] = {
-            "config": config.to_dict(),
+            "config": {
+                **config.to_dict(),
+                "trainable": self.spec.part,
+                "learning_rate": config.step_size(self.spec.uniform),
+            },
             "adversaries": names,
             "replay_loss_reference": round(self.replay_reference, 6),
             "trainable_modules": list(self.spec.modules),
@@ -244,15 +284,7 @@ class FragilitySearch:
         """Run the trunk once per tile window and keep everything the steps need."""
         card = self.package.card
         patch, model_shape = tuple(card.patch_size), tuple(z0.shape[1:])
-        image, _ = prepare_image(volume, self.package, self.device, Progress(), normalised)
-        before = padding_before(model_shape, patch)
-        pad = [
-            n
-            for b, s, p in zip(before[::-1], model_shape[::-1], patch[::-1], strict=True)
-            for n in (b, max(p - s, 0) - b)
-        ]
-        padded = F.pad(image[None], pad, value=float(image.min())) if any(pad) else image[None]
-        del image
+        padded = padded_input(volume, self.package, self.device, normalised, model_shape)
         regions = []
         for box, goal in zip(boxes, goals, strict=True):
             reference_labels = z0[(slice(None), *box)].argmax(dim=0).to(torch.int64).cpu()
@@ -276,7 +308,7 @@ class FragilitySearch:
             resampled, input_box = reference.grid.region(box)
             logits = z0[(slice(None), *resampled)]
             reference_logits = reference.grid.crop_to_input(logits, resampled, input_box)
-            regions.append(_Region(box, tiles, resampled, logits, input_box, _Mixture(reference_logits, len(names))))
+            regions.append(_Region(box, tiles, resampled, logits, input_box, Mixture(reference_logits, len(names))))
         return regions
 
     def _optimise(
@@ -290,7 +322,7 @@ class FragilitySearch:
         config = self.config
         tiles = [t for r in regions for t in r.tiles]
         parameters = stacked_parameters(self.tail, count)
-        optimizer = torch.optim.Adam(list(parameters.values()), lr=config.step_size)
+        optimizer = torch.optim.Adam(list(parameters.values()), lr=config.step_size(self.spec.uniform))
         band_voxels = sum(t.bands.flatten(1).sum(1) for t in tiles).clamp_min(1)
         anchor_voxels = sum((~t.bands).flatten(1).sum(1) for t in tiles).clamp_min(1)
         gamma = config.slack * self.replay_reference
@@ -304,7 +336,7 @@ class FragilitySearch:
                 for t in tiles:
                     out = batched_tail(t.tail, parameters, t.inputs)[:, 0]
                     delta = out[(slice(None), slice(None), *t.tile.valid)] - t.base
-                    ce = _cross_entropy(z0[(slice(None), *t.tile.tile)].unsqueeze(0) + delta, t.labels)
+                    ce = cross_entropy(z0[(slice(None), *t.tile.tile)].unsqueeze(0) + delta, t.labels)
                     band_loss = band_loss + (ce * t.bands).flatten(1).sum(1)
                     anchor_loss = anchor_loss + (ce * ~t.bands).flatten(1).sum(1)
                     deltas.append(delta.detach())
@@ -312,12 +344,14 @@ class FragilitySearch:
             if step > 0:  # the model after `step` updates is a snapshot
                 losses = replay.detach().cpu().numpy()
                 history.append(losses)
-                weights = np.exp(-(losses - self.replay_reference) / temperature)
+                weights = snapshot_weights(losses, self.replay_reference, temperature)
                 admissible = np.flatnonzero(losses <= self.replay_reference + gamma)
                 self._record(regions, tiles, deltas, admissible, weights, step, grid)
             if training:
                 objective = band_loss / band_voxels + config.anchor_weight * anchor_loss / anchor_voxels
-                objective = objective + config.penalty_weight(step) * (replay - self.replay_reference)
+                # a hinge: fitting the replay set better than the reference earns nothing (see snapshot_weights)
+                excess = (replay - self.replay_reference).clamp_min(0)
+                objective = objective + config.penalty_weight(step) * excess
                 optimizer.zero_grad(set_to_none=True)
                 objective.sum().backward()
                 optimizer.step()
@@ -345,20 +379,29 @@ class FragilitySearch:
                 region.mixture.add(logits, float(weights[m]), step, int(m))
 
 
-class _Mixture:
-    """Running weighted sums over snapshots on the input-grid box, the reference first (weight 1)."""
+class Mixture:
+    """Running weighted sums over snapshots on an input-grid box.
 
-    def __init__(self, reference_logits: torch.Tensor, adversaries: int):
+    Args:
+        reference_logits: ``(C, ...)`` the reference's logits on the box; flips are counted against its labels.
+        adversaries: M, for the per-adversary last labels.
+        reference_weight: the reference's own weight in the mixture (1 in the fast search; 0 where only
+            the snapshots count, as in QUAM-SM).
+    """
+
+    def __init__(self, reference_logits: torch.Tensor, adversaries: int, reference_weight: float = 1.0):
         p = torch.softmax(reference_logits, dim=0)
         self.reference = reference_logits.argmax(dim=0)
-        self.weight = 1.0
-        self.sum_p = p.clone()
-        self.sum_entropy = _entropy(p)
+        self.weight = reference_weight
+        self.sum_p = reference_weight * p
+        self.sum_entropy = reference_weight * _entropy(p)
         self.flip = torch.zeros_like(self.sum_entropy)
+        self.fragile = torch.zeros(self.reference.shape, dtype=torch.bool, device=p.device)
         self.first = torch.zeros(self.reference.shape, dtype=torch.int64, device=p.device)
         self.last_labels = [self.reference.to(torch.uint8).cpu().numpy()] * adversaries
 
-    def add(self, logits: torch.Tensor, weight: float, step: int, adversary: int) -> None:
+    def add(self, logits: torch.Tensor, weight: float, step: int, adversary: int, admissible: bool = True) -> None:
+        """One snapshot's ``(C, ...)`` logits; only an admissible one marks voxels fragile and is a sample."""
         p = torch.softmax(logits, dim=0)
         labels = p.argmax(dim=0)
         flipped = labels != self.reference
@@ -366,8 +409,10 @@ class _Mixture:
         self.sum_p += weight * p
         self.sum_entropy += weight * _entropy(p)
         self.flip += weight * flipped
-        self.first[flipped & (self.first == 0)] = step
-        self.last_labels[adversary] = labels.to(torch.uint8).cpu().numpy()
+        if admissible:
+            self.fragile |= flipped
+            self.first[flipped & (self.first == 0)] = step
+            self.last_labels[adversary] = labels.to(torch.uint8).cpu().numpy()
 
     def maps(self, steps: int) -> dict[str, np.ndarray]:
         total = _entropy(self.sum_p / self.weight)
@@ -379,12 +424,12 @@ class _Mixture:
             "fragility_epistemic": (total - aleatoric).clamp_min(0),
             "flip_mass": self.flip / self.weight,
             "first_flip": first,
-            "fragile": self.flip > 0,
+            "fragile": self.fragile,
         }
         return {name: value.cpu().numpy() for name, value in arrays.items()}
 
 
-def _reference_maps(reference: Prediction) -> dict[str, np.ndarray]:
+def reference_maps(reference: Prediction) -> dict[str, np.ndarray]:
     """The maps where no adversary changes anything: total = aleatoric = entropy of the reference."""
     entropy = predictive_entropy(reference.probabilities).astype(np.float32)
     return {
