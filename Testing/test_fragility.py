@@ -93,7 +93,7 @@ def nnunet_network():
 def test_tail_computes_what_the_network_computes_even_on_crops(request, architecture, trainable):
     network = request.getfixturevalue("network" if architecture == "DynUNet" else "nnunet_network")
     windows = torch.randn(2, 1, 48, 48, 48)
-    spec = tail_spec(network, architecture, trainable)
+    spec = tail_spec(network, architecture, trainable, classes=2)
     logits, inputs = trunk_pass(network, spec, windows)
     tail = Tail(network, spec)
     torch.testing.assert_close(tail.record(*inputs), logits, atol=1e-4, rtol=0)
