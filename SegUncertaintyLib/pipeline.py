@@ -40,7 +40,7 @@ import numpy as np
 
 from . import __version__
 from .applicability import assess
-from .fragility.config import FragilityConfig
+from .fragility.config import SearchConfig
 from .inference import whole_volume
 from .io import check_usable_size, check_writable_suffix, read_volume
 from .model.package import ModelPackage, check_card_files
@@ -129,7 +129,7 @@ def predict_to_files(
     uncertainty: str = "auto",
     progress: Progress | None = None,
     samples: int | None = None,
-    fragility: FragilityConfig | None = None,
+    fragility: SearchConfig | None = None,
     region_threshold: float = DEFAULT_THRESHOLD,
     series: str | None = None,
 ) -> PredictFolder:

@@ -24,7 +24,8 @@ from torch import nn
 from .applicability import novelty_tap
 from .baselines import check_available, sampling_windows, single_pass_map
 from .errors import ModelError
-from .fragility.config import FragilityConfig
+from .fragility.config import FragilityConfig, QuamConfig, SearchConfig
+from .fragility.quam import QuamSearch
 from .fragility.replay import ReplaySet, load_replay
 from .fragility.search import FragilityResult, FragilitySearch
 from .inference import WindowFunction, predict_sampled, predict_volume, resolve_device
@@ -51,7 +52,8 @@ class Predictor:
         model: bundled model name, package folder, a loaded package, or None for the default model.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         samples: passes of ``mc-dropout`` (default 10) and ``tta`` (default 8).
-        fragility: settings of the fragility search (its defaults if None).
+        fragility: settings of the fragility search: a :class:`FragilityConfig` (the fast search, its
+            defaults if None) or a :class:`QuamConfig` (the faithful QUAM-SM search).
     """
 
     def __init__(
@@ -59,7 +61,7 @@ class Predictor:
         model: str | os.PathLike | ModelPackage | None = None,
         device: str | torch.device = "auto",
         samples: int | None = None,
-        fragility: FragilityConfig | None = None,
+        fragility: SearchConfig | None = None,
     ):
         self.package = model if isinstance(model, ModelPackage) else load_package(model)
         self.device = resolve_device(device)
@@ -115,8 +117,10 @@ class Predictor:
         return load_quality(self.package)
 
     @cached_property
-    def searcher(self) -> FragilitySearch:
-        """The fragility search, its replay set's trunk pass done once."""
+    def searcher(self) -> FragilitySearch | QuamSearch:
+        """The fragility search of the configured mode, its replay set's pass done once."""
+        if isinstance(self.fragility, QuamConfig):
+            return QuamSearch(self.package, self.backbone, self.replay, self.fragility, self.device)
         return FragilitySearch(self.package, self.backbone, self.replay, self.fragility, self.device)
 
     def windows(self, method: str) -> list[WindowFunction]:

@@ -38,7 +38,7 @@ from urllib.parse import quote
 from .cluster import ClusterSettings, open_client, run_cases, worker_predictor
 from .errors import Cancelled, OutputError, SegUncertaintyError
 from .file_kinds import is_dicom_folder
-from .fragility.config import FragilityConfig
+from .fragility.config import SearchConfig
 from .fsutil import FolderLock, atomic_write, dumps_strict, loads_strict, make_folder, remove_debris
 from .io import dicom_series, volume_series
 from .pipeline import predict_to_files
@@ -365,7 +365,7 @@ def run_case(
     source: CaseInput,
     folder: Path,
     predictor: Predictor,
-    fragility: FragilityConfig | None,
+    fragility: SearchConfig | None,
     region_threshold: float,
 ) -> str:
     """Predict one case into ``folder``: ``"ran"``, or ``"failed"`` with the reason in ``failed.json``.
@@ -406,7 +406,7 @@ def _finish(folder: Path, source: CaseInput) -> bool:
 
 
 def process_case(
-    source: CaseInput, folder: Path, predictor: Predictor, fragility: FragilityConfig | None, region_threshold: float
+    source: CaseInput, folder: Path, predictor: Predictor, fragility: SearchConfig | None, region_threshold: float
 ) -> str:
     """One case, from its input to its report: ``"ran"``, ``"skipped"`` (finished before) or ``"failed"``."""
     outcome = (
@@ -460,7 +460,7 @@ def triage(
     output_dir: str | os.PathLike,
     model: str | os.PathLike | None = None,
     device: str = "auto",
-    fragility: FragilityConfig | None = None,
+    fragility: SearchConfig | None = None,
     region_threshold: float = DEFAULT_THRESHOLD,
     progress: Progress | None = None,
     cluster: ClusterSettings | None = None,

@@ -37,7 +37,7 @@ from ..baselines import check_available, single_pass_map
 from ..cluster import ClusterSettings, WorkerDied, open_client, run_cases, worker_predictor
 from ..data.cases import Case
 from ..errors import SegUncertaintyError
-from ..fragility.config import FragilityConfig
+from ..fragility.config import SearchConfig
 from ..fragility.replay import load_replay
 from ..methods import EVALUATION_METHODS, METHODS, SAMPLING_METHODS
 from ..metrics import (
@@ -291,7 +291,7 @@ def evaluate_case(predictor: Predictor, case: Case, methods: Sequence[str], marg
 
 
 def _evaluate_on_worker(
-    case: Case, methods: list[str], margin_mm: float, settings: tuple[str, str, FragilityConfig | None, int | None]
+    case: Case, methods: list[str], margin_mm: float, settings: tuple[str, str, SearchConfig | None, int | None]
 ) -> CaseScores:
     """:func:`evaluate_case` on a Dask worker, with that worker's one Predictor for ``settings``
     (model folder, device, search settings, sampling passes)."""
@@ -306,7 +306,7 @@ def evaluate_methods(
     samples: int | None = None,
     margin_mm: float = 3.0,
     progress: Progress | None = None,
-    fragility: FragilityConfig | None = None,
+    fragility: SearchConfig | None = None,
     cluster: ClusterSettings | None = None,
 ) -> Evaluation:
     """Run every method on every case and score it (see the module docstring for what is measured).

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..cluster import ClusterSettings
 from ..data.datasets import load_dataset_cases
-from ..fragility.config import FragilityConfig
+from ..fragility.config import FragilityConfig, SearchConfig
 from ..metrics import aurc, auroc, average_precision, e_aurc, risk_coverage
 from ..model.package import load_package
 from ..outputs import StagedOutput
@@ -320,7 +320,7 @@ def evaluate_to_files(
     margin_mm: float = 3.0,
     device: str = "auto",
     progress: Progress | None = None,
-    fragility: FragilityConfig | None = None,
+    fragility: SearchConfig | None = None,
     cluster: ClusterSettings | None = None,
 ) -> dict[str, Any]:
     """What ``seguncertainty evaluate`` does: run the methods over a split and write the report.
