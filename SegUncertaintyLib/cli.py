@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__, preflight
 from .child_process import STOP_ON_STDIN_EOF
 from .errors import Cancelled, InputError, SegUncertaintyError
-from .fragility.config import TRAINABLE  # plain Python: --help stays free of torch
+from .fragility.config import MODES, TRAINABLE  # plain Python: --help stays free of torch
 from .methods import EVALUATION_METHODS, PREDICT_CHOICES
 from .outputs import describe_removed
 from .progress import Progress, make_progress
@@ -101,12 +101,19 @@ def _fragility_options(parser: argparse.ArgumentParser, flag: bool = True) -> No
             help="also search weight-space adversaries that grow or shrink the contour: fragile voxels, flip mass, "
             "total/aleatoric/epistemic maps (needs the model's replay set)",
         )
-    parser.add_argument("--fragility-steps", type=int, help="optimisation steps per adversary (default: 12)")
-    parser.add_argument("--fragility-radii", help="grow/shrink distances in mm, comma-separated (default: 1,2,3)")
+    parser.add_argument(
+        "--fragility-mode",
+        choices=MODES,
+        help="fast: the default search, on the last layers (see the README); quam: as QUAM-SM's published code "
+        "(the whole network, 2 adversaries, 6 steps; much slower)",
+    )
+    parser.add_argument("--fragility-steps", type=int, help="optimisation steps per adversary (default: 4; quam: 6)")
+    parser.add_argument("--fragility-radii", help="grow/shrink distances in mm, comma-separated (default: 2)")
     parser.add_argument(
         "--fragility-trainable",
         choices=TRAINABLE,
-        help="the part of the network the adversaries change (default: last-conv)",
+        help="the part of the network the adversaries change (default: auto, i.e. last-conv where the "
+        "architecture is known, else an affine map of the logits; quam: the whole network)",
     )
 
 
@@ -125,17 +132,27 @@ def _region_option(parser: argparse.ArgumentParser, report: bool = True) -> None
 
 
 def fragility_config(args: argparse.Namespace, wanted: bool) -> Any:
-    """The :class:`FragilityConfig` the options ask for, or None when the search is not ``wanted``."""
-    budget = [args.fragility_steps, args.fragility_radii, args.fragility_trainable]
+    """The search settings the options ask for (a ``FragilityConfig``, or a ``QuamConfig`` for
+    ``--fragility-mode quam``), or None when the search is not ``wanted``."""
+    budget = [args.fragility_mode, args.fragility_steps, args.fragility_radii, args.fragility_trainable]
     if not wanted:
         if any(v is not None for v in budget):
-            raise SegUncertaintyError("--fragility-steps, --fragility-radii and --fragility-trainable need the search")
+            raise SegUncertaintyError(
+                "--fragility-mode, --fragility-steps, --fragility-radii and --fragility-trainable need the search"
+            )
         return None
-    from .fragility.config import FragilityConfig
+    from .fragility.config import FragilityConfig, QuamConfig
 
     options: dict[str, Any] = {}
     if args.fragility_steps is not None:
         options["steps"] = args.fragility_steps
+    if args.fragility_mode == "quam":
+        if args.fragility_radii is not None or args.fragility_trainable is not None:
+            raise SegUncertaintyError(
+                "--fragility-mode quam trains the whole network on 3-voxel targets: "
+                "--fragility-radii and --fragility-trainable are for the fast search"
+            )
+        return QuamConfig(**options)
     if args.fragility_trainable is not None:
         options["trainable"] = args.fragility_trainable
     if args.fragility_radii is not None:
@@ -255,10 +272,17 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare-replay", help="add a replay set of training patches to a model package (for --fragility)"
     )
     replay.add_argument("--model", required=True, help="model package folder (or bundled name) to add it to")
-    replay.add_argument("--data", default="lidc", choices=("lidc", "mni152"), help="data set (its train split)")
+    source = replay.add_mutually_exclusive_group()
+    source.add_argument("--data", choices=("lidc", "mni152"), help="labelled data set, its train split (default: lidc)")
+    source.add_argument(
+        "--images",
+        type=Path,
+        help="a folder of unlabelled volumes instead: the patches are labelled by the model's own predictions",
+    )
     replay.add_argument("--cache-dir", type=Path, default=None)
     replay.add_argument("--patches", type=int, default=8, help="patches, one per case (default: 8)")
     replay.add_argument("--seed", type=int, default=0, help="which cases are drawn (default: 0)")
+    _device_option(replay)
     _progress_option(replay)
 
     head = commands.add_parser("train-head", help="train the SegWithU uncertainty head on a frozen backbone")
@@ -558,18 +582,32 @@ def _evaluate(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
 
 
 def _prepare_replay(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
-    from .data.datasets import load_dataset_cases
-    from .fragility.replay import build_replay
     from .model.package import load_package
 
     package = load_package(args.model)
     if args.patches < 1:
         raise SegUncertaintyError(f"--patches must be at least 1, got {args.patches}")
-    progress("load", 0.0)
-    cases = load_dataset_cases(args.data, "train", args.cache_dir)
-    progress("load", 1.0)
-    entry = build_replay(package, cases, args.patches, args.seed, args.command_line)
+    if args.images is not None:
+        from .fragility.self_replay import build_self_replay
+        from .predictor import Predictor
+        from .triage import find_inputs
+
+        inputs = [source.path for source in find_inputs(args.images) if source.series is None]
+        progress.stages = {"replay": 1.0}
+        predictor = Predictor(package, args.device)
+        entry = build_self_replay(predictor, inputs, args.patches, args.seed, args.command_line, progress)
+    else:
+        from .data.datasets import load_dataset_cases
+        from .fragility.replay import build_replay
+
+        progress("load", 0.0)
+        cases = load_dataset_cases(args.data or "lidc", "train", args.cache_dir)
+        progress("load", 1.0)
+        entry = build_replay(package, cases, args.patches, args.seed, args.command_line)
     if _talks(args):
+        skipped = entry.get("skipped") or {}
+        for name, reason in skipped.items():
+            print(f"left out {name}: {reason}", file=sys.stderr)
         print(f"replay set of {entry['patches']} patches written to {package.path}", file=sys.stderr)
     return {"package": str(package.path)}
 

@@ -96,13 +96,6 @@ def build_replay(
         patch, label = centred_patch(image, np.asarray(case.majority, np.uint8), centre, card.patch_size)
         images.append(patch)
         labels.append(label)
-    tensors = {
-        "images": torch.from_numpy(np.stack(images)[:, None]).to(torch.float16).contiguous(),
-        "labels": torch.from_numpy(np.stack(labels).astype(np.uint8)).contiguous(),
-    }
-    with atomic_write(package.file(REPLAY_FILE)) as tmp:
-        save_file(tensors, str(tmp))
-    card.files[REPLAY_FILE] = sha256_of(package.file(REPLAY_FILE))
     entry = {
         "file": REPLAY_FILE,
         "patches": patches,
@@ -111,6 +104,25 @@ def build_replay(
         "seed": seed,
         "command": command,
     }
+    return write_replay(package, images, labels, entry)
+
+
+def write_replay(
+    package: ModelPackage, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], entry: dict
+) -> dict:
+    """Store ``(*patch)`` normalised image patches and their label patches as the package's replay set.
+
+    ``entry`` (what the patches are and how they were made) becomes the card's ``fragility.replay``;
+    the file's SHA-256 goes into the card's files. Returns ``entry``.
+    """
+    tensors = {
+        "images": torch.from_numpy(np.stack(images)[:, None]).to(torch.float16).contiguous(),
+        "labels": torch.from_numpy(np.stack(labels).astype(np.uint8)).contiguous(),
+    }
+    with atomic_write(package.file(REPLAY_FILE)) as tmp:
+        save_file(tensors, str(tmp))
+    card = package.card
+    card.files[REPLAY_FILE] = sha256_of(package.file(REPLAY_FILE))
     card.extra["fragility"] = {**card.extra.get("fragility", {}), "replay": entry}
     write_card(card, package.path)
     return entry
