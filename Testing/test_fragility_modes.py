@@ -1,5 +1,6 @@
-"""Both sides of the contour, the faithful QUAM-SM mode, and a replay set labelled by the model itself."""
+"""Both sides of the contour, the faithful QUAM-SM mode, a replay set labelled by the model itself, any network."""
 
+import hashlib
 import json
 import shutil
 
@@ -181,3 +182,27 @@ def test_self_labelled_patches_are_the_model_grid_prediction(tmp_path, bundled_p
     volume, _ = demo
     labels = argmax_labels(predict_volume(volume, loaded, network=own.backbone, device="cpu").logits)
     assert int(replay.labels.sum()) == int((labels > 0).sum())  # one nodule, wholly inside the patch
+
+
+def test_any_network_can_be_searched_a_torchscript_one_through_its_logits(tmp_path):
+    from .test_torchscript import TinyNet, card_for
+
+    torch.manual_seed(0)
+    folder = tmp_path / "package"
+    folder.mkdir()
+    torch.jit.script(TinyNet().eval()).save(str(folder / "net.pt"))
+    sha = hashlib.sha256((folder / "net.pt").read_bytes()).hexdigest()
+    (folder / "model.json").write_text(json.dumps(card_for("net.pt", sha)))
+    grid = Geometry((20, 24, 28), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3).ravel())
+    image = ndimage.gaussian_filter(np.random.default_rng(0).normal(size=grid.shape), 2).astype(np.float32)
+    source = write_volume(image, grid, tmp_path / "scan.nrrd")
+    predictor = Predictor(load_package(folder), "cpu")
+    build_self_replay(predictor, [source], patches=2)  # no labels anywhere: the network's own
+    predictor = Predictor(load_package(folder), "cpu")
+    volume = read_volume(source)
+    reference = predictor.predict(volume, "none")
+    assert reference.labels.any() and not reference.labels.all()
+    result = predictor.search(volume, reference)
+    assert predictor.searcher.spec.part == "logits" and result.summary["config"]["trainable"] == "logits"
+    assert all(m.shape == grid.shape for m in result.maps.values())
+    assert result.summary["admissible_snapshots"] > 0 and result.maps["fragile"].any()
