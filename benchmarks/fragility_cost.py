@@ -36,13 +36,9 @@ from SegUncertaintyLib.model.package import load_package
 
 # name -> (settings, the matching predict options)
 VARIANTS = {
-    "last-conv": (FragilityConfig(), ()),  # the default
+    "default": (FragilityConfig(), ()),  # last-conv on these DynUNets
     "head": (FragilityConfig(trainable="head"), ("--fragility-trainable", "head")),
     "last-block": (FragilityConfig(trainable="last-block"), ("--fragility-trainable", "last-block")),
-    "last-conv 2mm 6steps": (
-        FragilityConfig(radii_mm=(2.0,), steps=6),
-        ("--fragility-radii", "2", "--fragility-steps", "6"),
-    ),
 }
 
 
