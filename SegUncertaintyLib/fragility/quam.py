@@ -113,8 +113,9 @@ class QuamSearch:
         z0 = reference.logits.to(self.device)
         labels0 = argmax_labels(z0).cpu().numpy()
         present = [c for c in range(1, card.num_classes) if (labels0 == c).any()]
-        names = [adversary_name(d, card.classes[c], config.iterations) for c in present for d in ("grow", "shrink")]
-        names = [n.replace(" mm", " voxels") for n in names]
+        names = [
+            adversary_name(d, card.classes[c], config.iterations, "voxels") for c in present for d in ("grow", "shrink")
+        ]
         maps = reference_maps(reference)
         samples = np.repeat(reference.labels[None], 1 + len(names), axis=0) if keep_sample_labels else None
         summary: dict[str, Any] = {"config": config.to_dict(), "adversaries": names}

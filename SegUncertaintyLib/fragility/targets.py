@@ -78,9 +78,9 @@ def make_targets(
     return targets
 
 
-def adversary_name(direction: str, class_name: str, radius_mm: float) -> str:
+def adversary_name(direction: str, class_name: str, distance: float, unit: str = "mm") -> str:
     """``"grow nodule 2 mm"``: how adversaries are named in summaries."""
-    return f"{direction} {class_name} {radius_mm:g} mm"
+    return f"{direction} {class_name} {distance:g} {unit}"
 
 
 def band_regions(
