@@ -48,7 +48,8 @@ def load_replay(package: ModelPackage) -> ReplaySet:
     if not has_replay(package):
         raise ModelError(
             f"model {package.card.name!r} has no replay set for the fragility search; "
-            "make one with: seguncertainty prepare-replay --model <package>"
+            "make one with: seguncertainty prepare-replay --model <package> "
+            "(add --images <folder of scans> for a model without labelled training data)"
         )
     name = replay_file(package.card)
     path, expected = package.file(name), package.card.files.get(name)
