@@ -162,7 +162,8 @@ def test_admissible_snapshots_respect_the_loss_bound(demo_result, search):
     summary = result.summary
     losses = np.array(summary["replay_loss_per_step"])
     assert losses.shape == (search.config.steps, len(summary["adversaries"]))
-    bound = summary["replay_loss_reference"] * (1 + search.config.slack)
+    bound = summary["replay_loss_reference"] + search.config.slack
+    assert summary["replay_loss_bound"] == pytest.approx(bound, abs=1e-6)
     admissible = losses <= bound + 1e-6
     assert summary["admissible_per_adversary"] == admissible.sum(axis=0).tolist()
     assert summary["admissible_snapshots"] == admissible.sum()

@@ -67,8 +67,8 @@ def main() -> None:
             first[kind].append(losses[0, a] / reference - 1.0)
             last[kind].append(losses[-1, a] / reference - 1.0)
             admissible[kind].append(summary["admissible_per_adversary"][a] > 0)
-        temperature = (config.temperature or config.slack) * reference
-        allowed = losses <= reference * (1 + config.slack)
+        temperature = config.temperature or config.slack
+        allowed = losses <= summary["replay_loss_bound"]
         weights = snapshot_weights(losses[allowed], reference, temperature)
         heaviest.append(float(weights.max() / (1.0 + weights.sum())) if weights.size else 0.0)
         reference_share.append(float(1.0 / (1.0 + weights.sum())))
@@ -78,7 +78,7 @@ def main() -> None:
         f"\n{predictor.package.card.name}, {len(cases)} LIDC {args.split} cases, the default search "
         f"({config.steps} steps, trainable {predictor.searcher.spec.part}, "
         f"learning rate {config.step_size(predictor.searcher.spec.uniform):g}); "
-        f"admissible: replay loss <= {1 + config.slack:g} x the reference's\n"
+        f"admissible: replay loss <= the reference's + {config.slack:g} nats\n"
     )
     print("| adversary | cases | replay loss after step 1 | after the last step | with an admissible snapshot |")
     print("|---|---|---|---|---|")

@@ -9,7 +9,7 @@ For a volume and its reference prediction (one ordinary inference):
 3. M adversaries (copies of the tail, stacked, one ``vmap``-ed call) take K Adam steps on
    ``mean_band CE(p_m, t_m) + lambda mean_{ROI \\ band} CE(p_m, y0) + c_k max(L_R(m) - L_R,ref, 0)``;
 4. after every step each adversary is a snapshot; it is admissible when its replay loss stays
-   within the slack, ``L_R <= L_R,ref (1 + gamma)``, and weighs ``exp(-max(L_R - L_R,ref, 0) / T)``
+   within the slack, ``L_R <= L_R,ref + gamma``, and weighs ``exp(-max(L_R - L_R,ref, 0) / T)``
    (:func:`snapshot_weights`); the reference is a snapshot of weight 1;
 5. the snapshots' logits are ``z0 + (tail_m - tail_ref)`` (the change the adversary makes, added to
    the blended reference logits), resampled onto the input grid, and summarised there: mixture
@@ -255,12 +255,14 @@ class FragilitySearch:
             if samples is not None:
                 for m, labels in enumerate(region.mixture.last_labels):
                     samples[1 + m][region.input_box] = labels
-        admissible = history <= self.replay_reference * (1 + config.slack)
+        bound = self.replay_reference + config.slack
+        admissible = history <= bound
         fragile = int(maps["fragile"].sum())
         summary.update(
             regions=len(regions),
             tiles=sum(len(r.tiles) for r in regions),
             roi_model_grid=[[[s.start, s.stop] for s in r.roi] for r in regions],
+            replay_loss_bound=round(bound, 6),
             snapshots=int(history.size),
             admissible_snapshots=int(admissible.sum()),
             admissible_per_adversary=admissible.sum(axis=0).tolist(),
@@ -325,8 +327,8 @@ class FragilitySearch:
         optimizer = torch.optim.Adam(list(parameters.values()), lr=config.step_size(self.spec.uniform))
         band_voxels = sum(t.bands.flatten(1).sum(1) for t in tiles).clamp_min(1)
         anchor_voxels = sum((~t.bands).flatten(1).sum(1) for t in tiles).clamp_min(1)
-        gamma = config.slack * self.replay_reference
-        temperature = (config.temperature or config.slack) * self.replay_reference
+        gamma = config.slack
+        temperature = config.temperature or config.slack
         history = []
         for step in range(config.steps + 1):
             training = step < config.steps
