@@ -1,4 +1,4 @@
-"""Why the fragility search is one-sided: each adversary's replay loss per step, grow against shrink.
+"""Is the fragility search two-sided? Each adversary's replay loss per step, grow against shrink.
 
 For every case the default search runs once (a Predictor, the bundled model); its summary gives
 the replay loss of every adversary after every step. Per direction and radius this prints:

@@ -117,7 +117,7 @@ def snapshot_weights(losses: np.ndarray, reference: float, temperature: float) -
     A snapshot that fits the few replay patches better than the reference is not a better model
     (the reference is the optimum on the whole training set): it weighs as much as the reference,
     never more. Rewarding it (``exp(-(L - L_ref) / T)``) let a handful of grow snapshots, 18 % below
-    the reference's replay loss, hold nearly all of the weight (BENCHMARKS.md, "Why the search is
+    the reference's replay loss, hold nearly all of the weight (BENCHMARKS.md, "Why the search was
     one-sided").
 
     Args:
