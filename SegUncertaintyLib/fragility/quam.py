@@ -154,11 +154,7 @@ class QuamSearch:
             del adversary, optimizer
 
         for w in windows:
-            for name, values in w.mixture.maps(config.steps).items():
-                maps[name][w.input_box] = values.astype(maps[name].dtype)
-            if samples is not None:
-                for m, labels in enumerate(w.mixture.last_labels):
-                    samples[1 + m][w.input_box] = labels
+            w.mixture.paste(w.input_box, config.steps, maps, samples)
         fragile = int(maps["fragile"].sum())
         summary.update(
             regions=len(windows),

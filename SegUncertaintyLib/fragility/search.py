@@ -250,11 +250,7 @@ class FragilitySearch:
         history = self._optimise(regions, z0, reference.grid, len(names), report)
 
         for region in regions:
-            for name, values in region.mixture.maps(config.steps).items():
-                maps[name][region.input_box] = values.astype(maps[name].dtype)
-            if samples is not None:
-                for m, labels in enumerate(region.mixture.last_labels):
-                    samples[1 + m][region.input_box] = labels
+            region.mixture.paste(region.input_box, config.steps, maps, samples)
         bound = self.replay_reference + config.slack
         admissible = history <= bound
         fragile = int(maps["fragile"].sum())
@@ -429,6 +425,14 @@ class Mixture:
             "fragile": self.fragile,
         }
         return {name: value.cpu().numpy() for name, value in arrays.items()}
+
+    def paste(self, box: Box, steps: int, maps: dict[str, np.ndarray], samples: np.ndarray | None) -> None:
+        """Write the maps into whole-volume ``maps`` and the last labels into ``samples[1:]``, at ``box``."""
+        for name, values in self.maps(steps).items():
+            maps[name][box] = values.astype(maps[name].dtype)
+        if samples is not None:
+            for m, labels in enumerate(self.last_labels):
+                samples[1 + m][box] = labels
 
 
 def reference_maps(reference: Prediction) -> dict[str, np.ndarray]:
