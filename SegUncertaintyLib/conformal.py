@@ -56,8 +56,8 @@ def control_risk(losses: np.ndarray, thresholds: np.ndarray, alpha: float, bound
     """
     losses = np.asarray(losses, np.float64)
     thresholds = np.asarray(thresholds, np.float64)
-    if losses.ndim != 2 or losses.shape[1] != thresholds.shape[0] or losses.shape[0] == 0:
-        raise SegUncertaintyError(f"losses must be (cases, {thresholds.shape[0]} thresholds), got {losses.shape}")
+    if thresholds.ndim != 1 or losses.ndim != 2 or losses.shape[1] != thresholds.size or losses.shape[0] == 0:
+        raise SegUncertaintyError(f"losses must be (cases, {thresholds.size} thresholds), got {losses.shape}")
     if np.any(np.diff(thresholds) <= 0):
         raise SegUncertaintyError("the candidate thresholds must be strictly increasing")
     if not 0 < alpha < bound:
