@@ -766,12 +766,18 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
         return "\n".join(lines)
 
     def reviewText(self):
+        """Where the review stands, and what reviewing every region guarantees (when the model has a guarantee)."""
+        from SegUncertaintyLib.guarantees import review_sentence
+
+        guarantees = self.results.summary.guarantees if self.results else None
+        promise = review_sentence(guarantees["review"]) if guarantees else ""
         if not self.session.regions:
-            return _("No high-risk region: nothing to review.")
+            return "\n".join(filter(None, [_("No high-risk region: nothing to review."), promise]))
         reviewed = sum(1 for s in self.session.status.values() if s != "pending")
-        return _("{reviewed} of {count} regions reviewed; {remaining:.0%} of the expected errors remain.").format(
+        progress = _("{reviewed} of {count} regions reviewed; {remaining:.0%} of the expected errors remain.").format(
             reviewed=reviewed, count=len(self.session.regions), remaining=self.session.remaining_risk()
         )
+        return "\n".join(filter(None, [progress, promise]))
 
     # Review
 

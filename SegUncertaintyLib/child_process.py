@@ -47,8 +47,10 @@ def predict_arguments(
     fragility: bool = False,
     device: str = "auto",
     region_threshold: float | None = None,
+    alpha: float | None = None,
 ) -> list[str]:
-    """The ``seguncertainty predict`` arguments (after ``predict``) for these choices, JSON progress included."""
+    """The ``seguncertainty predict`` arguments (after ``predict``) for these choices, JSON progress included
+    (``alpha`` and ``region_threshold``: see ``--alpha`` and ``--region-threshold``; None: predict's default)."""
     arguments = ["--input", str(input_path), "--output-dir", str(output_dir), "--uncertainty", uncertainty]
     arguments += ["--device", device, "--progress", "json"]
     if model:
@@ -57,6 +59,8 @@ def predict_arguments(
         arguments.append("--fragility")
     if region_threshold is not None:
         arguments += ["--region-threshold", str(region_threshold)]
+    if alpha is not None:
+        arguments += ["--alpha", str(alpha)]
     return arguments
 
 

@@ -123,12 +123,27 @@ def _region_option(parser: argparse.ArgumentParser, report: bool = True) -> None
             "--report", action="store_true", help="also write report.html, the case's review page, in the output folder"
         )
     parser.add_argument(
-        "--region-threshold",
+        "--alpha",
         type=float,
-        default=0.1,
-        help="estimated probability of error from which voxels form the high-risk regions of regions.json "
+        default=0.1,  # guarantees.DEFAULT_ALPHA (that module imports torch; --help stays free of it)
+        help="the share of the segmentation's errors that may stay outside the high-risk regions, on average: "
+        "the regions are drawn at the threshold the model's calibration cases guarantee for it "
         "(default: 0.1)",
     )
+    parser.add_argument(
+        "--region-threshold",
+        type=float,
+        default=None,
+        help="draw the regions at this estimated probability of error instead (no guarantee then; default: the "
+        "guaranteed threshold, or 0.1 for a model without calibration cases)",
+    )
+
+
+def review_settings(args: argparse.Namespace) -> Any:
+    """The ``ReviewSettings`` of ``--alpha`` and ``--region-threshold``."""
+    from .guarantees import ReviewSettings
+
+    return ReviewSettings(args.region_threshold, args.alpha)
 
 
 def fragility_config(args: argparse.Namespace, wanted: bool) -> Any:
@@ -427,7 +442,7 @@ def _predict(args: argparse.Namespace, progress: Progress, input_path: str) -> d
         progress,
         args.samples,
         fragility,
-        args.region_threshold,
+        review_settings(args),
         series,
     )
     result = {"summary": str(Path(args.output_dir) / "summary.json"), **folder.summary.outputs.to_dict()}
@@ -664,7 +679,7 @@ def _triage(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         args.model,
         args.device,
         fragility_config(args, args.fragility),
-        args.region_threshold,
+        review_settings(args),
         progress,
         cluster=_cluster(args),
     )

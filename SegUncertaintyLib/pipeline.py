@@ -41,6 +41,7 @@ import numpy as np
 from . import __version__
 from .applicability import assess
 from .fragility.config import SearchConfig
+from .guarantees import ReviewSettings, guarantee_record
 from .inference import whole_volume
 from .io import check_usable_size, check_writable_suffix, read_volume
 from .model.package import ModelPackage, check_card_files
@@ -52,7 +53,6 @@ from .prediction import class_volumes
 from .predictor import Predictor
 from .progress import Progress
 from .quality.package import has_quality
-from .review.regions import DEFAULT_THRESHOLD
 from .volume import Volume
 
 PREDICT_STAGES = {"read": 0.05, "preprocess": 0.05, "inference": 0.75, "resample": 0.05, "write": 0.1}
@@ -130,7 +130,7 @@ def predict_to_files(
     progress: Progress | None = None,
     samples: int | None = None,
     fragility: SearchConfig | None = None,
-    region_threshold: float = DEFAULT_THRESHOLD,
+    review: ReviewSettings | None = None,
     series: str | None = None,
 ) -> PredictFolder:
     """Segment a volume file and write the outputs.
@@ -147,8 +147,10 @@ def predict_to_files(
         samples: passes of ``mc-dropout`` (default 10) or ``tta`` (default 8); a Predictor's own when one is given.
         fragility: also run the fragility search with these settings (the package needs a replay
             set); with a Predictor, any value runs the search with the Predictor's settings.
-        region_threshold: voxels whose estimated probability of error reaches it form the high-risk
-            regions (``regions.json``; see :func:`.predict_folder.review_regions`).
+        review: how the high-risk regions (``regions.json``; see
+            :func:`.predict_folder.review_regions`) are drawn: by default at the threshold the
+            package guarantees to leave at most 10 % of the errors outside them (see
+            :mod:`.guarantees`); the summary states the guarantee, or why there is none.
         series: the SeriesInstanceUID to read from a DICOM folder holding several series.
 
     Returns:
@@ -158,6 +160,7 @@ def predict_to_files(
     report = progress or Progress(predict_stages(fragility is not None))
     extension = "." + file_format.lstrip(".")
     check_writable_suffix(Path("x" + extension))
+    review = review or ReviewSettings()
     started = time.perf_counter()
     if isinstance(model, Predictor):
         predictor = model
@@ -186,7 +189,9 @@ def predict_to_files(
         report("write", 0.0)
         t0 = time.perf_counter()
         classes = package.card.classes
-        outputs = write_outputs(prediction, classes, extension, out.stage, report, region_threshold)
+        threshold = review.resolve(package, prediction)
+        outputs, regions = write_outputs(prediction, classes, extension, out.stage, report, threshold)
+        guarantees = guarantee_record(package, prediction, review.alpha, threshold, regions["regions"])
         timings = {"read": read_seconds, **prediction.timings, "write": time.perf_counter() - t0}
         t0 = time.perf_counter()
         applicability = Applicability.from_dict(assess(volume, prediction, package))
@@ -226,6 +231,7 @@ def predict_to_files(
             fragility=FragilityFigures.from_dict(search.summary) if search is not None else None,
             applicability=applicability,
             quality=quality,
+            guarantees=guarantees,
         )
         replaced = out.commit(summary.to_dict())
     report("write", 1.0)

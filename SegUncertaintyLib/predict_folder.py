@@ -186,8 +186,13 @@ class QualityEstimate:
         needs_review: the estimate is below ``review_below``, or the scan is outside the model's world.
         review_below: the threshold chosen on the calibration split.
         bad_dice: the Dice below which a case counts as bad.
-        volume_forecast_ml: the foreground's volume forecast: ``mean``, ``sd``, ``interval_90`` (mL).
+        volume_forecast_ml: the foreground's volume forecast: ``mean``, ``sd``, ``interval_90`` (mL,
+            Gaussian, its spread fitted for CRPS) and, when the package has the guarantee,
+            ``interval_90_conformal`` (mL, holds 90 % of the raters' volumes on average).
         features: the case features the estimate was made from.
+        review_bound: when ``review_below`` is the triage bound (:func:`.conformal.bound_accepted_risk`):
+            ``delta``, ``epsilon`` and ``calibration_cases``: among the cases accepted (not flagged),
+            at most ``delta`` have a Dice below ``bad_dice``, with probability at least ``1 - epsilon``.
     """
 
     estimated_dice: float
@@ -197,6 +202,7 @@ class QualityEstimate:
     bad_dice: float
     volume_forecast_ml: dict[str, Any] | None = None
     features: dict[str, float] = field(default_factory=dict)
+    review_bound: dict[str, Any] | None = None
 
     @property
     def interval_90_ml(self) -> tuple[float, float] | None:
@@ -214,6 +220,8 @@ class QualityEstimate:
             "review_below": self.review_below,
             "bad_dice": self.bad_dice,
         }
+        if self.review_bound is not None:
+            data["review_bound"] = self.review_bound
         if self.volume_forecast_ml is not None:
             data["volume_forecast_ml"] = self.volume_forecast_ml
         data["features"] = dict(self.features)
@@ -224,6 +232,8 @@ class QualityEstimate:
         forecast = fields.section("volume_forecast_ml", optional=True)
         if forecast is not None:
             forecast.interval("interval_90")  # checked here, read by interval_90_ml
+            if "interval_90_conformal" in forecast.data:
+                forecast.interval("interval_90_conformal")
         return cls(
             estimated_dice=fields.get("estimated_dice", NUMBER),
             estimated_dice_net=fields.get("estimated_dice_net", NUMBER),
@@ -232,6 +242,7 @@ class QualityEstimate:
             bad_dice=fields.get("bad_dice", NUMBER),
             volume_forecast_ml=forecast.data if forecast is not None else None,
             features=fields.get("features", dict, optional=True) or {},
+            review_bound=fields.get("review_bound", dict, optional=True),
         )
 
 
@@ -312,6 +323,8 @@ class PredictSummary:
         fragility: the search's figures, when it ran.
         applicability: the verdict on the scan.
         quality: the estimated quality, with the head and a package that has quality predictors.
+        guarantees: what the package's calibration guarantees for this prediction
+            (:func:`.guarantees.guarantee_record`): ``review`` always, ``structure`` when fitted.
     """
 
     version: str
@@ -331,6 +344,7 @@ class PredictSummary:
     peak_gpu_memory_mb: float | None = None
     fragility: FragilityFigures | None = None
     quality: QualityEstimate | None = None
+    guarantees: dict[str, Any] | None = None
 
     @property
     def total_volume_ml(self) -> float:
@@ -364,6 +378,8 @@ class PredictSummary:
         data["applicability"] = self.applicability.to_dict()
         if self.quality is not None:
             data["quality"] = self.quality.to_dict()
+        if self.guarantees is not None:
+            data["guarantees"] = self.guarantees
         return data
 
     @classmethod
@@ -378,6 +394,9 @@ class PredictSummary:
         rows = top.get("classes", list)
         fragility = top.get("fragility", dict, optional=True)
         quality = top.section("quality", optional=True)
+        guarantees = top.section("guarantees", optional=True)
+        if guarantees is not None:
+            guarantees.section("review").get("available", bool)
         return cls(
             version=top.get("version", str),
             input_path=given.get("path", str),
@@ -398,6 +417,7 @@ class PredictSummary:
             ),
             fragility=FragilityFigures.from_dict(fragility) if fragility else None,
             quality=QualityEstimate.from_dict(quality) if quality is not None else None,
+            guarantees=guarantees.data if guarantees is not None else None,
         )
 
 
@@ -427,7 +447,7 @@ def write_outputs(
     path_for: Callable[[str], Path],
     progress: Progress,
     region_threshold: float = DEFAULT_THRESHOLD,
-) -> OutputFiles:
+) -> tuple[OutputFiles, dict[str, Any]]:
     """Write every output of a prediction to ``path_for(file_name)``, on the prediction's input grid.
 
     Args:
@@ -439,7 +459,7 @@ def write_outputs(
         region_threshold: the estimated probability of error from which voxels form review regions.
 
     Returns:
-        The names written (the summary's ``outputs``).
+        The names written (the summary's ``outputs``) and the content of ``regions.json``.
     """
     calibrated = prediction.calibrated_probabilities
     files = OutputFiles.named(classes, extension, calibrated is not None, list(prediction.maps))
@@ -456,7 +476,7 @@ def write_outputs(
     for done, (file_name, array) in enumerate(jobs, start=1):
         write_volume(array, prediction.geometry, path_for(file_name))
         progress("write", done / len(jobs))
-    return files
+    return files, regions
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from .errors import Cancelled, OutputError, SegUncertaintyError
 from .file_kinds import is_dicom_folder
 from .fragility.config import SearchConfig
 from .fsutil import FolderLock, atomic_write, dumps_strict, loads_strict, make_folder, remove_debris
+from .guarantees import ReviewSettings
 from .io import dicom_series, volume_series
 from .pipeline import predict_to_files
 from .predict_folder import PredictFolder
@@ -53,7 +54,6 @@ from .reporting.case_report import (
     read_run,
     save_report,
 )
-from .review.regions import DEFAULT_THRESHOLD
 
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii.gz", ".nii", ".mha", ".mhd")
 THUMBNAIL_FILE = "thumbnail.png"
@@ -366,7 +366,7 @@ def run_case(
     folder: Path,
     predictor: Predictor,
     fragility: SearchConfig | None,
-    region_threshold: float,
+    review: ReviewSettings,
 ) -> str:
     """Predict one case into ``folder``: ``"ran"``, or ``"failed"`` with the reason in ``failed.json``.
 
@@ -380,7 +380,7 @@ def run_case(
             folder,
             predictor,
             fragility=fragility,
-            region_threshold=region_threshold,
+            review=review,
             series=source.series,
         )
     except Cancelled:
@@ -406,12 +406,10 @@ def _finish(folder: Path, source: CaseInput) -> bool:
 
 
 def process_case(
-    source: CaseInput, folder: Path, predictor: Predictor, fragility: SearchConfig | None, region_threshold: float
+    source: CaseInput, folder: Path, predictor: Predictor, fragility: SearchConfig | None, review: ReviewSettings
 ) -> str:
     """One case, from its input to its report: ``"ran"``, ``"skipped"`` (finished before) or ``"failed"``."""
-    outcome = (
-        "skipped" if is_finished(folder, source) else run_case(source, folder, predictor, fragility, region_threshold)
-    )
+    outcome = "skipped" if is_finished(folder, source) else run_case(source, folder, predictor, fragility, review)
     return _with_report(outcome, folder, source)
 
 
@@ -422,9 +420,9 @@ def _with_report(outcome: str, folder: Path, source: CaseInput) -> str:
 
 def cluster_case(source: CaseInput, folder: Path, settings: tuple) -> str:
     """:func:`process_case` on a Dask worker, with that worker's one Predictor for ``settings``
-    (model, device, fragility, region threshold)."""
-    model, device, fragility, region_threshold = settings
-    return process_case(source, folder, worker_predictor(model, device, fragility), fragility, region_threshold)
+    (model, device, fragility, review settings)."""
+    model, device, fragility, review = settings
+    return process_case(source, folder, worker_predictor(model, device, fragility), fragility, review)
 
 
 def _triage_on_cluster(
@@ -461,7 +459,7 @@ def triage(
     model: str | os.PathLike | None = None,
     device: str = "auto",
     fragility: SearchConfig | None = None,
-    region_threshold: float = DEFAULT_THRESHOLD,
+    review: ReviewSettings | None = None,
     progress: Progress | None = None,
     cluster: ClusterSettings | None = None,
 ) -> dict[str, Any]:
@@ -474,7 +472,7 @@ def triage(
         model: bundled model name or package folder.
         device: ``auto``, ``cpu`` or ``cuda``.
         fragility: also run the fragility search with these settings.
-        region_threshold: see :func:`..pipeline.predict_to_files`.
+        review: how the review regions are drawn, see :func:`..pipeline.predict_to_files`.
         progress: receives stage ``"triage"`` after every case, as cases finish.
         cluster: run the cases on Dask (see :mod:`.cluster`): each worker loads the model once,
             and a case whose worker dies is retried once, then listed as failed. None (or no
@@ -489,6 +487,7 @@ def triage(
             written, or another run is writing into it (no case's own failure ever does).
     """
     report = progress or Progress()
+    review = review or ReviewSettings()
     inputs = find_inputs(Path(input_dir))
     names = case_names(inputs)
     output_dir = Path(output_dir)
@@ -513,11 +512,11 @@ def triage(
 
         try:
             if cluster is not None and cluster.enabled:
-                _triage_on_cluster(inputs, folders, cluster, (model, device, fragility, region_threshold), completed)
+                _triage_on_cluster(inputs, folders, cluster, (model, device, fragility, review), completed)
             else:
                 predictor = Predictor(model, device, fragility=fragility)  # loaded once for every case
                 for index, (source, folder) in enumerate(zip(inputs, folders, strict=True)):
-                    completed(index, process_case(source, folder, predictor, fragility, region_threshold))
+                    completed(index, process_case(source, folder, predictor, fragility, review))
         finally:  # also when cancelled: the worklist shows what is done
             write_worklist(output_dir, worklist_rows(output_dir, inputs))
     return {

@@ -18,6 +18,7 @@ from SegUncertaintyLib.data.datasets import load_dataset_cases
 from SegUncertaintyLib.errors import SegUncertaintyError
 from SegUncertaintyLib.evaluation import harness
 from SegUncertaintyLib.evaluation.harness import evaluate_methods
+from SegUncertaintyLib.guarantees import ReviewSettings
 from SegUncertaintyLib.resources import sample_path
 from SegUncertaintyLib.triage import CaseInput, cluster_case, triage
 
@@ -85,7 +86,7 @@ def _predictor_builds():
 
 def test_each_worker_builds_one_predictor_for_all_its_cases(inputs, tmp_path):
     sources = [CaseInput(path) for path in sorted(inputs.glob("*.nrrd"))]
-    settings = ("lidc-nodule", "cpu", None, 0.1)
+    settings = ("lidc-nodule", "cpu", None, ReviewSettings(threshold=0.1))
     cases = [(str(n), (s, tmp_path / f"case-{n}", settings)) for n, s in enumerate(sources)]
     with open_client(TWO_WORKERS) as client:
         outcomes = dict(run_cases(client, cluster_case, cases))

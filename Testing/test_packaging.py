@@ -56,12 +56,18 @@ def test_every_subpackage_is_in_the_wheel():
     assert found <= listed, f"add to pyproject.toml packages: {sorted(found - listed)}"
 
 
-def test_cli_region_threshold_default_matches_the_library():
+def test_cli_review_defaults_match_the_library():
     from SegUncertaintyLib import cli
+    from SegUncertaintyLib.guarantees import DEFAULT_ALPHA
     from SegUncertaintyLib.review.regions import DEFAULT_THRESHOLD
 
-    args = cli.build_parser().parse_args(["predict", "--input", "x.nrrd", "--output-dir", "out"])
-    assert args.region_threshold == DEFAULT_THRESHOLD
+    parser = cli.build_parser()
+    args = parser.parse_args(["predict", "--input", "x.nrrd", "--output-dir", "out"])
+    assert args.region_threshold is None and args.alpha == DEFAULT_ALPHA
+    assert cli.review_settings(args).threshold is None and cli.review_settings(args).alpha == DEFAULT_ALPHA
+    predict = next(a for a in parser._actions if a.dest == "command").choices["predict"]
+    (threshold,) = [a for a in predict._actions if a.dest == "region_threshold"]
+    assert f"or {DEFAULT_THRESHOLD:g} for a model without" in threshold.help
 
 
 def _library_imports() -> dict[str, set[str]]:

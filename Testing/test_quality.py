@@ -22,12 +22,14 @@ from SegUncertaintyLib.quality.predictor import (
     predict_net,
 )
 from SegUncertaintyLib.quality.training import (
+    cross_validated_estimates,
     flag_scores,
     prediction_scores,
     rank_aggregate,
     record_of,
     review_threshold,
     score_scores,
+    triage_rule,
 )
 from SegUncertaintyLib.quality.volume import VolumeEvidence, VolumeForecast, coverage, fit_scale, mean_crps
 from SegUncertaintyLib.resources import sample_path
@@ -115,10 +117,14 @@ def test_prediction_scores_and_aggregation():
 def test_review_flag_threshold(predicted):
     rows = [r.features for _, _, r in predicted] * 4  # 24 rows: enough for 5 folds
     dice = np.array([r.features["expected_dice"] for _, _, r in predicted] * 4)
-    assert review_threshold(rows, dice, 1.0, bad=0.0) == 0.0  # no bad case: the Dice threshold itself
+    estimated = cross_validated_estimates(rows, dice, 1.0)
+    assert estimated.shape == dice.shape and ((estimated >= 0) & (estimated <= 1)).all()
+    assert review_threshold(estimated, dice, bad=0.0) == 0.0  # no bad case: the Dice threshold itself
     bad = float(np.median(dice))
-    threshold = review_threshold(rows, dice, 1.0, bad=bad)
+    threshold = review_threshold(estimated, dice, bad=bad)
     assert dice.min() - 0.2 < threshold < 1.0
+    # too few cases for a bound at delta = 0.05: the Youden threshold alone, without a bound
+    assert triage_rule(estimated, dice, bad=bad) == (threshold, None)
     flags = flag_scores(np.array([True, False, True, False]), np.array([True, True, False, False]))
     assert flags == {"sensitivity": 0.5, "specificity": 0.5, "flagged": 0.5}
 
@@ -152,6 +158,9 @@ def test_train_quality_bundles_the_predictors_and_predict_reports_them(lidc_cach
     assert section["training"]["data"]["cases"] == 3 and section["test"]["cases"] == 3
     assert section["linear"]["features"] == list(LINEAR_FEATURES) and section["volume_scale"] > 0
     assert "quality_net.safetensors" in card["files"]
+    # the three test cases are one patient's: no half to fit the guarantees on, and the copied
+    # package's guarantees, fitted with other predictors, are not kept
+    assert "guarantees" not in card
 
     out = tmp_path / "out"
     demo = sample_path("lidc-nodule-demo.nrrd")
@@ -159,6 +168,8 @@ def test_train_quality_bundles_the_predictors_and_predict_reports_them(lidc_cach
     quality = json.loads((out / "summary.json").read_text())["quality"]
     assert 0 <= quality["estimated_dice"] <= 1 and 0 <= quality["estimated_dice_net"] <= 1
     assert quality["needs_review"] == (quality["estimated_dice"] < section["review_below"])
+    review = json.loads((out / "summary.json").read_text())["guarantees"]["review"]
+    assert not review["available"] and review["reason"].endswith("has no calibration set for a guarantee")
     low, high = quality["volume_forecast_ml"]["interval_90"]
     assert low <= quality["volume_forecast_ml"]["mean"] <= high
     assert quality["features"]["volume_ml"] == pytest.approx(

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from SegUncertaintyLib.guarantees import review_sentence
 from SegUncertaintyLib.io import read_volume
 from SegUncertaintyLib.resources import sample_path
 
@@ -52,6 +53,8 @@ def test_the_logic_segments_loads_and_keeps_the_review(module, tmp_path):
     assert "nodule:" in logic.volumesText() and "interval" in logic.volumesText()
     assert "Estimated Dice" in logic.volumesText()  # the bundled model carries quality predictors
     assert logic.reviewText().startswith(f"0 of {len(results.regions)} regions reviewed; 100%")
+    assert review_sentence(results.summary.guarantees["review"]) in logic.reviewText()
+    assert "guarantee from 86 calibration cases" in logic.reviewText()
 
     first = logic.session.next_pending()
     assert first == results.regions[0].label

@@ -159,6 +159,51 @@ class QualitySection:
 
 
 @dataclass
+class GuaranteeSection:
+    """The card's ``guarantees`` section: what the calibration cases guarantee (see :mod:`..guarantees`).
+
+    Attributes:
+        review: the :class:`..conformal.RiskCurve` of the share of a case's wrong voxels left
+            outside the review regions, against the region threshold on ``risk_map``.
+        structure: the :class:`..conformal.RiskCurve` of the share of the structure outside the
+            outline ``p >= threshold`` of the (calibrated) foreground probability.
+        risk_map: the map the review curve was fitted on (a prediction drawing its regions from
+            another map has no guarantee).
+        volume_scale_90: the conformal scale of the 90 % volume interval ``mean +- q * width``
+            (None when the calibration set is too small for it).
+        triage: the :class:`..conformal.SelectionBound` on the estimated Dice, or None.
+        training: how they were fitted; test: what they gave on the test split.
+    """
+
+    review: dict[str, Any]
+    structure: dict[str, Any]
+    risk_map: str
+    volume_scale_90: float | None = None
+    triage: dict[str, Any] | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    test: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from ..conformal import RiskCurve, SelectionBound  # the card stays torch- and scipy-free to import
+        from ..errors import SegUncertaintyError
+
+        try:
+            RiskCurve.from_dict(self.review), RiskCurve.from_dict(self.structure)
+            if self.triage is not None:
+                SelectionBound.from_dict(self.triage)
+        except (KeyError, TypeError, ValueError, SegUncertaintyError) as exc:
+            raise ModelError(f"malformed guarantees section ({exc})") from None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GuaranteeSection:
+        _refuse_unknown(cls, data, "guarantees")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class DisplaySettings:
     """The card's ``display`` section: how the report shows the image.
 
@@ -244,6 +289,7 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     head: HeadSection | None = None  # the uncertainty head, when the package has one
     quality: QualitySection | None = None  # the quality predictors, when the package has them
+    guarantees: GuaranteeSection | None = None  # what the calibration cases guarantee, when fitted
     display: DisplaySettings | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # sections this class does not type (fragility, ...)
 
@@ -257,6 +303,8 @@ class ModelCard:
             self.quality = QualitySection.from_dict(self.quality)
         if isinstance(self.display, dict):
             self.display = DisplaySettings.from_dict(self.display)
+        if isinstance(self.guarantees, dict):
+            self.guarantees = GuaranteeSection.from_dict(self.guarantees)
 
     @property
     def num_classes(self) -> int:
@@ -269,7 +317,7 @@ class ModelCard:
         data["target_spacing_mm"] = list(self.target_spacing_mm)
         data["patch_size"] = list(self.patch_size)
         data["head"] = self.head.to_dict() if self.head is not None else {}
-        for name in ("quality", "display"):
+        for name in ("quality", "guarantees", "display"):
             section = getattr(self, name)
             if section is None:
                 del data[name]
@@ -284,7 +332,18 @@ class ModelCard:
         if fmt != CARD_FORMAT:
             raise ModelError(f"{source}: unsupported format {fmt!r} (expected {CARD_FORMAT!r})")
         known = {f for f in cls.__dataclass_fields__ if f != "extra"}
-        optional = {"description", "licence", "inference", "taps", "files", "training", "head", "quality", "display"}
+        optional = {
+            "description",
+            "licence",
+            "inference",
+            "taps",
+            "files",
+            "training",
+            "head",
+            "quality",
+            "guarantees",
+            "display",
+        }
         missing = sorted(known - set(data) - optional)
         if missing:
             raise ModelError(f"{source}: missing field(s) {', '.join(missing)}")

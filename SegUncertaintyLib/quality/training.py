@@ -12,17 +12,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from scipy import stats
 
+from ..conformal import RiskCurve, SelectionBound, bound_accepted_risk
 from ..data.cases import Case
 from ..data.datasets import load_dataset_cases
 from ..errors import ModelError
+from ..guarantees import DEFAULT_ALPHA, RISK_THRESHOLDS, case_losses, conformal_half, fit_guarantees, volume_scores
 from ..metrics import auroc, dice
 from ..model.backbones import write_weights
-from ..model.card import QualitySection
+from ..model.card import GuaranteeSection, QualitySection
 from ..model.package import ModelPackage, load_package, write_card
 from ..prediction import Prediction, best_probabilities, risk_map
 from ..predictor import Predictor
@@ -47,14 +50,19 @@ class CaseRecord:
         volume: the prediction's volume evidence for the (any-)foreground class.
         rater_volumes_ml: each rater's foreground volume, mL.
         net_input: ``(3, *NET_SHAPE)`` input of the quality network.
+        missed_errors, missed_structure: ``(T,)`` the case's loss curves for the guarantees
+            (:func:`..guarantees.case_losses`).
     """
 
     case_id: str
+    patient_id: str
     features: dict[str, float]
     dice: float
     volume: VolumeEvidence
     rater_volumes_ml: list[float]
     net_input: torch.Tensor = field(repr=False)
+    missed_errors: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    missed_structure: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
 
 
 def record_of(
@@ -69,13 +77,17 @@ def record_of(
     foreground = 1.0 - best_probabilities(prediction)[0]
     voxel_ml = case.geometry.voxel_volume_ml
     image = normalize_intensities(case.image, package.card.normalization) if normalised is None else normalised
+    missed_errors, missed_structure = case_losses(prediction, case.majority)
     return CaseRecord(
         case_id=case.case_id,
+        patient_id=case.patient_id,
         features=case_features(prediction, fragile),
         dice=dice(prediction.labels > 0, case.majority > 0),
         volume=VolumeEvidence.from_probability(foreground, voxel_ml),
         rater_volumes_ml=[float(np.count_nonzero(r)) * voxel_ml for r in case.raters],
         net_input=net_input(image, prediction.probabilities[0], risk_map(prediction)[1], prediction.labels),
+        missed_errors=missed_errors,
+        missed_structure=missed_structure,
     )
 
 
@@ -145,13 +157,12 @@ def score_scores(score: np.ndarray, true: np.ndarray, bad: float = BAD_DICE) -> 
     }
 
 
-def review_threshold(rows: Sequence[dict[str, float]], dice: np.ndarray, alpha: float, bad: float = BAD_DICE) -> float:
-    """The estimated Dice below which a case is flagged for review, chosen on the calibration split.
+def cross_validated_estimates(rows: Sequence[dict[str, float]], dice: np.ndarray, alpha: float) -> np.ndarray:
+    """Each calibration case's Dice estimated by a ridge fitted without it (5 folds, or one per case
+    below five cases), in [0, 1].
 
-    A ridge estimate shrinks towards the mean Dice, so flagging below ``bad`` itself would flag
-    almost nothing. The threshold maximises Youden's J (sensitivity + specificity - 1) for finding
-    the cases with ``dice < bad`` among 5-fold cross-validated estimates (each case estimated by a
-    ridge fitted without it); ``bad`` when the split has no such case.
+    What the thresholds on the estimate are chosen on: the bundled ridge, fitted on every one of
+    these cases, would estimate them too well.
     """
     from sklearn.linear_model import Ridge
     from sklearn.model_selection import KFold, cross_val_predict
@@ -160,18 +171,48 @@ def review_threshold(rows: Sequence[dict[str, float]], dice: np.ndarray, alpha: 
 
     from .predictor import LINEAR_FEATURES, feature_matrix
 
+    model = make_pipeline(StandardScaler(), Ridge(alpha=alpha))
+    folds = KFold(min(5, len(dice)), shuffle=True, random_state=0)
+    return np.clip(cross_val_predict(model, feature_matrix(rows, LINEAR_FEATURES), dice, cv=folds), 0.0, 1.0)
+
+
+def review_threshold(estimated: np.ndarray, dice: np.ndarray, bad: float = BAD_DICE) -> float:
+    """The estimated Dice below which a case is flagged for review, when no bound can be fitted.
+
+    A ridge estimate shrinks towards the mean Dice, so flagging below ``bad`` itself would flag
+    almost nothing. The threshold maximises Youden's J (sensitivity + specificity - 1) for finding
+    the cases with ``dice < bad`` among the cross-validated ``estimated`` Dice of the calibration
+    cases (:func:`cross_validated_estimates`); ``bad`` when the split has no such case.
+    """
     positive = np.asarray(dice) < bad
     if not positive.any() or positive.all() or len(dice) < 5:
         return bad
-    model = make_pipeline(StandardScaler(), Ridge(alpha=alpha))
-    folds = KFold(5, shuffle=True, random_state=0)
-    estimated = np.clip(cross_val_predict(model, feature_matrix(rows, LINEAR_FEATURES), dice, cv=folds), 0.0, 1.0)
     candidates = np.unique(estimated)
     youden = [(estimated[positive] < t).mean() - (estimated[~positive] < t).mean() for t in candidates]
     best = int(np.argmax(youden))
     # halfway to the next estimate: the flagged set is the same, the threshold less tied to one case
     upper = candidates[best + 1] if best + 1 < len(candidates) else candidates[best]
     return float(0.5 * (candidates[best] + upper))
+
+
+def triage_rule(
+    estimated: np.ndarray, dice: np.ndarray, delta: float = 0.05, epsilon: float = 0.1, bad: float = BAD_DICE
+) -> tuple[float, SelectionBound | None]:
+    """The estimated Dice below which a case is flagged for review, and the bound it keeps.
+
+    Learn then Test on the calibration cases' cross-validated ``estimated`` Dice, candidates every
+    0.01 from ``bad`` to 0.99 (:func:`..conformal.bound_accepted_risk`): the lowest candidate at or
+    above :func:`review_threshold` (which is chosen to find the bad cases) shown to accept at most
+    ``delta`` cases below ``bad`` Dice, with probability at least ``1 - epsilon``. Where none is
+    shown, :func:`review_threshold` alone, without a bound.
+
+    Returns:
+        ``(review_below, bound or None)``.
+    """
+    youden = review_threshold(estimated, dice, bad)
+    candidates = np.round(np.arange(bad, 1.0 - 1e-9, 0.01), 2)
+    bound = bound_accepted_risk(estimated, np.asarray(dice) < bad, candidates, delta, epsilon, at_least=youden)
+    return (youden, None) if bound is None else (bound.accept_from, bound)
 
 
 def flag_scores(flagged: np.ndarray, bad: np.ndarray) -> dict[str, float]:
@@ -201,7 +242,11 @@ def train_quality(
     progress: Progress | None = None,
 ) -> dict:
     """Fit both Dice predictors and the volume spread on the calibration split, score them on the test
-    split, and add them to the package (card section ``quality``, weights ``quality_net.safetensors``).
+    split, and add them to the package (card section ``quality``, weights ``quality_net.safetensors``);
+    fit the guarantees (card section ``guarantees``, see :mod:`..guarantees`): the triage bound on
+    the calibration split's cross-validated estimates, the others on the test split's
+    :func:`..guarantees.conformal_half` (cases neither the backbone nor the head learnt from),
+    realised on its other half.
 
     Returns:
         The card's new ``quality`` section.
@@ -218,12 +263,14 @@ def train_quality(
     inputs, targets = torch.stack([r.net_input for r in calibration]), np.array([r.dice for r in calibration])
     net = fit_net(inputs, targets, net_epochs, seed, progress=lambda f: report("fit", 0.05 + 0.9 * f, "network"))
     scale = fit_scale([r.volume for r in calibration], [r.rater_volumes_ml for r in calibration])
-    review_below = review_threshold([r.features for r in calibration], targets, linear.alpha)
+    held_out = cross_validated_estimates([r.features for r in calibration], targets, linear.alpha)
+    review_below, bound = triage_rule(held_out, targets)
     report("fit", 1.0)
     true = np.array([r.dice for r in test])
     estimated = linear.predict([r.features for r in test])
     forecasts = [r.volume.forecast(scale) for r in test]
     package.card.files[NET_FILE] = write_weights(net, package.file(NET_FILE))
+    package.card.guarantees = fit_card_guarantees(test, estimated, bound, data, len(calibration), command)
     section = {
         "linear": linear.to_dict(),
         "net": {"file": NET_FILE},
@@ -251,6 +298,79 @@ def train_quality(
     package.card.quality = QualitySection.from_dict(section)
     write_card(package.card, package.path)
     return section
+
+
+def fit_card_guarantees(
+    test: Sequence[CaseRecord],
+    estimated: np.ndarray,
+    triage: SelectionBound | None,
+    data: str,
+    calibration_cases: int,
+    command: str = "",
+) -> GuaranteeSection | None:
+    """The card's ``guarantees``: fitted on the test cases of :func:`..guarantees.conformal_half`,
+    realised on the others (``estimated``: ``(n,)`` the test cases' estimated Dice); None when the
+    test split has a single patient, which leaves no half to fit on.
+
+    The head learnt from the calibration cases: its maps there are in-sample, and a guarantee
+    fitted on them fails on new cases, so the test split's patients are split in two halves instead.
+    """
+    fit_half = conformal_half([r.patient_id for r in test])
+    fitted = [r for r, f in zip(test, fit_half, strict=True) if f]
+    if not fitted:
+        return None
+    section = fit_guarantees(
+        np.stack([r.missed_errors for r in fitted]),
+        np.stack([r.missed_structure for r in fitted]),
+        [volume_scores(r.volume, r.rater_volumes_ml) for r in fitted],
+        "error_probability",
+        triage=triage.to_dict() if triage is not None else None,
+        training={
+            "command": command,
+            "data": {"dataset": data, "split": "test", "half": "conformal_half", "cases": len(fitted)},
+            "triage_data": {
+                "dataset": data,
+                "split": "calibration",
+                "cases": calibration_cases,
+                "estimates": "5-fold cross-validated",
+            },
+        },
+    )
+    section.test = realised_guarantees(
+        section, [r for r, f in zip(test, fit_half, strict=True) if not f], estimated[~fit_half]
+    )
+    return section
+
+
+def realised_guarantees(
+    section: GuaranteeSection, test: Sequence[CaseRecord], estimated: np.ndarray, alpha: float = DEFAULT_ALPHA
+) -> dict[str, Any]:
+    """What the guarantees of ``section`` gave on labelled test cases (``estimated``: their estimated Dice):
+    the mean missed share of the errors and of the structure at ``alpha``, the volume interval's
+    coverage of the raters' volumes, and the share of bad cases among those the triage accepts."""
+    figures: dict[str, Any] = {"split": "test", "half": "the other half", "cases": len(test), "alpha": alpha}
+    for name, curves in (
+        ("review", [r.missed_errors for r in test]),
+        ("structure", [r.missed_structure for r in test]),
+    ):
+        control = RiskCurve.from_dict(getattr(section, name)).control(alpha)
+        if control is not None:
+            j = RISK_THRESHOLDS.tolist().index(control.threshold)
+            figures[f"{name}_threshold"] = control.threshold
+            figures[f"{name}_missed"] = round(float(np.mean([c[j] for c in curves])), 4)
+    if section.volume_scale_90 is not None:
+        inside = [
+            [low <= v <= high for v in r.rater_volumes_ml]
+            for r in test
+            for low, high in [r.volume.conformal_interval(section.volume_scale_90)]
+        ]
+        figures["volume_coverage_90"] = round(float(np.mean(inside)), 4)
+    if section.triage is not None:
+        accepted = estimated >= section.triage["accept_from"]
+        bad = np.array([r.dice for r in test]) < BAD_DICE
+        figures["triage_sent_to_review"] = round(float((~accepted).mean()), 4)
+        figures["triage_bad_among_accepted"] = round(float(bad[accepted].mean()), 4) if accepted.any() else None
+    return figures
 
 
 def _rounded(values: dict[str, float]) -> dict[str, float | None]:

@@ -74,6 +74,16 @@ class VolumeEvidence:
             voxel_ml=voxel_ml,
         )
 
+    @property
+    def width_ml(self) -> float:
+        """The level-set half-width plus one voxel, mL: the unit of the conformal interval."""
+        return self.half_width_ml + self.voxel_ml
+
+    def conformal_interval(self, scale: float) -> tuple[float, float]:
+        """``mean +- scale * width`` (lower end at least 0), mL, with the conformal ``scale`` of
+        :func:`..conformal.conformal_scale` (its coverage is the one it was fitted for)."""
+        return max(0.0, self.mean_ml - scale * self.width_ml), self.mean_ml + scale * self.width_ml
+
     def forecast(self, scale: float | None = None) -> VolumeForecast:
         """The level-set forecast with a fitted ``scale``, or the Poisson-binomial one (None).
 

@@ -18,6 +18,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..fsutil import FolderLock, atomic_write
+from ..guarantees import review_sentence
 from ..io import read_volume
 from ..predict_folder import PredictFolder, PredictSummary
 from ..quality.features import regions as outline_band
@@ -157,17 +158,40 @@ def _quality_block(summary: PredictSummary) -> str:
         )
     verdict = "needs review" if quality.needs_review else "likely acceptable"
     css = "bad" if quality.needs_review else "good"
+    bound = quality.review_bound
+    kept = (
+        f"; of the cases not flagged, at most {bound['delta']:.0%} have a Dice below {quality.bad_dice:.2f}, "
+        f"with probability {1 - bound['epsilon']:.0%} (from {bound['calibration_cases']} calibration cases)"
+        if bound
+        else ""
+    )
     return (
         f"<p class='estimate'>Estimated Dice <b>{quality.estimated_dice:.2f}</b> "
         f"(image network: {quality.estimated_dice_net:.2f}) <span class='badge {css}'>{verdict}</span> "
         f"<span class='muted'>(flagged below {quality.review_below:.2f}, chosen to find the cases with Dice below "
-        f"{quality.bad_dice:.2f}; estimated without ground truth from the uncertainty maps)</span></p>"
+        f"{quality.bad_dice:.2f}{kept}; estimated without ground truth from the uncertainty maps)</span></p>"
     )
+
+
+def _guarantee_block(summary: PredictSummary) -> str:
+    """The review guarantee, and the outline that holds the structure, in words."""
+    if summary.guarantees is None:
+        return ""
+    lines = [html.escape(review_sentence(summary.guarantees["review"]))]
+    outline = summary.guarantees.get("structure")
+    if outline is not None:
+        lines.append(
+            f"The outline p &ge; {outline['threshold']:.3g} ({outline['volume_ml']:.2f} mL) misses at most "
+            f"{outline['alpha']:.0%} of the structure on average "
+            f"(from {outline['calibration_cases']} calibration cases)."
+        )
+    return "".join(f"<p class='guarantee'>{line}</p>" for line in lines)
 
 
 def _volume_rows(summary: PredictSummary) -> str:
     forecast = summary.quality.interval_90_ml if summary.quality is not None else None
     single = forecast is not None and len(summary.classes) == 1
+    conformal = summary.quality.volume_forecast_ml.get("interval_90_conformal") if single else None
     rows = []
     for row in summary.classes:
         expected = row.calibrated_expected_volume_ml
@@ -179,10 +203,14 @@ def _volume_rows(summary: PredictSummary) -> str:
         ]
         if single:
             cells.append(f"{forecast[0]:.3f} – {forecast[1]:.3f}")
+        if conformal is not None:
+            cells.append(f"{conformal[0]:.3f} – {conformal[1]:.3f}")
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     header = ["class", "segmented (mL)", "expected (mL)", "p ≥ 0.75 – p ≥ 0.25 (mL)"]
     if single:
-        header.append("90 % forecast interval (mL)")
+        header.append("90 % forecast interval, fitted for CRPS (mL)")
+    if conformal is not None:
+        header.append("90 % conformal interval: holds 90 % of raters' volumes (mL)")
     return "<table><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr>" + "".join(rows) + "</table>"
 
 
@@ -261,6 +289,7 @@ image's left (axial, coronal), anterior on the left (sagittal); the letters mark
 give each slice's position in RAS mm (the frame of the regions' centres below).</p>
 {"".join(slices)}
 <h2>High-risk regions</h2>
+{_guarantee_block(summary)}
 {_region_rows(view)}
 <h2>Estimated risk-coverage</h2>
 <figure><img alt="estimated risk-coverage curve" src="{data_uri(curve)}">
