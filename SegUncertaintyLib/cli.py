@@ -1,8 +1,8 @@
 """The ``seguncertainty`` command.
 
 Subcommands: ``predict``, ``demo``, ``models``, ``evaluate``, ``prepare-data``, ``export-cases``,
-``train-backbone``, ``prepare-replay``, ``train-head``, ``train-quality``, ``fit-applicability``, ``triage``,
-``report``.
+``train-backbone``, ``prepare-replay``, ``train-head``, ``train-quality``, ``fit-applicability``,
+``fit-recalibration``, ``triage``, ``report``.
 Each is a thin layer over a library function. A failure the user can act on prints
 ``error: <message>`` (and, with ``--progress json``, an ``{"event": "error"}`` line) and exits 1;
 Ctrl-C or SIGTERM cancel cleanly (exit 130 / 143) without leaving partial outputs. Set
@@ -351,6 +351,18 @@ def build_parser() -> argparse.ArgumentParser:
     _device_option(applicability)
     _progress_option(applicability)
 
+    recalibration = commands.add_parser(
+        "fit-recalibration",
+        help="fit the calibration baselines (temperature and vector scaling) into a package, on held-out cases",
+    )
+    recalibration.add_argument("--model", required=True, help="model package folder (or bundled name)")
+    recalibration.add_argument(
+        "--data", choices=("lidc",), default="lidc", help="its head-calibration split is fitted on (default: lidc)"
+    )
+    recalibration.add_argument("--cache-dir", type=Path, default=None)
+    _device_option(recalibration)
+    _progress_option(recalibration)
+
     triage = commands.add_parser(
         "triage", help="run every volume of a folder (resumable) and write a worklist, worst estimated Dice first"
     )
@@ -645,16 +657,47 @@ def _train_quality(args: argparse.Namespace, progress: Progress) -> dict[str, An
     return {"package": str(args.model)}
 
 
+def _package_folder(args: argparse.Namespace) -> Any:
+    """The package ``--model`` names, when it is a folder whose card a command may write into."""
+    from .model.package import CARD_NAME, NETWORK_SUFFIXES, load_package
+
+    package = load_package(args.model)
+    if not (package.path / CARD_NAME).is_file() or Path(args.model).suffix in NETWORK_SUFFIXES:
+        raise InputError(f"{args.command} writes into a model package folder's {CARD_NAME}; {args.model} is not one")
+    return package
+
+
+def _fit_recalibration(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .data.datasets import load_dataset_cases
+    from .model.package import write_card
+    from .predictor import Predictor
+    from .recalibration import fit_recalibration
+
+    progress.stages = {"calibration": 1.0}
+    package = _package_folder(args)
+    cases = load_dataset_cases(args.data, "calibration", args.cache_dir)
+    predictor = Predictor(package, args.device)
+    section = fit_recalibration(cases, lambda volume: predictor.predict(volume, "none"), progress=progress)
+    section.training.update(data={"dataset": args.data, "split": "calibration"}, command=args.command_line)
+    package.card.recalibration = section
+    write_card(package.card, package.path)
+    if _talks(args):
+        print(
+            f"recalibration fitted on {len(cases)} cases ({section.training['voxels']} roi voxels): temperature "
+            f"{1 / section.temperature['scale'][0]:.3f}; vector scaling {section.vector}",
+            file=sys.stderr,
+        )
+    return {"package": str(package.path)}
+
+
 def _fit_applicability(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     from .applicability import fit_applicability
     from .data.datasets import load_dataset_cases
-    from .model.package import CARD_NAME, NETWORK_SUFFIXES, load_package, write_card
+    from .model.package import write_card
 
     if not 0 < args.alpha < 1:
         raise InputError(f"--alpha must lie between 0 and 1, not {args.alpha}")
-    package = load_package(args.model)
-    if not (package.path / CARD_NAME).is_file() or Path(args.model).suffix in NETWORK_SUFFIXES:
-        raise InputError(f"fit-applicability writes into a model package folder's {CARD_NAME}; {args.model} is not one")
+    package = _package_folder(args)
     cases = load_dataset_cases(args.data, "calibration", args.cache_dir)
     section = fit_applicability(package, cases, args.device, args.alpha, progress)
     section["fitted_on"] = f"{args.data} head-calibration split ({len(cases)} scans; never seen by the backbone)"
@@ -747,7 +790,7 @@ PREFLIGHT = {
         name: _check_data
         for name in (
             "prepare-data", "export-cases", "train-backbone", "train-head", "prepare-replay", "evaluate",
-            "train-quality", "fit-applicability",
+            "train-quality", "fit-applicability", "fit-recalibration",
         )
     },
 }  # fmt: skip
@@ -765,6 +808,7 @@ COMMANDS = {
     "evaluate": _evaluate,
     "train-quality": _train_quality,
     "fit-applicability": _fit_applicability,
+    "fit-recalibration": _fit_recalibration,
     "triage": _triage,
     "report": _report,
 }

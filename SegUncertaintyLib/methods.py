@@ -22,7 +22,8 @@ class Method:
             ``"sampling"``: M whole-volume passes, summarised; ``"search"``: the fragility search, on
             top of a plain pass.
         needs: what the package must carry: ``"head"``, ``"dropout"`` (a dropout-trained backbone),
-            ``"members"`` (an ensemble), ``"replay"`` (a replay set), or None.
+            ``"members"`` (an ensemble), ``"replay"`` (a replay set), ``"recalibration"`` (fitted
+            temperature and vector scaling), or None.
         maps: the ``(k, j, i)`` maps it writes, by file stem (``error_probability`` only when the
             card gives the head's scale).
         scores: the maps evaluation scores for error detection (higher = more likely wrong).
@@ -57,6 +58,24 @@ METHODS: dict[str, Method] = {
         ),
         Method("msp", "single", None, ("max_softmax",), ("max_softmax",), {}, "1 - max probability"),
         Method("entropy", "single", None, ("entropy",), ("entropy",), {"total": "entropy"}, "predictive entropy"),
+        Method(
+            "temperature",
+            "single",
+            "recalibration",
+            ("max_softmax", "entropy"),
+            ("max_softmax",),
+            {},
+            "temperature scaling fitted on held-out cases",
+        ),
+        Method(
+            "vector-scaling",
+            "single",
+            "recalibration",
+            ("max_softmax", "entropy"),
+            ("max_softmax",),
+            {},
+            "vector (Platt) scaling fitted on held-out cases",
+        ),
         Method("mc-dropout", "sampling", "dropout", _SAMPLE_MAPS, _SAMPLE_SCORES, _SAMPLED, "Monte Carlo dropout"),
         Method("tta", "sampling", None, _SAMPLE_MAPS, _SAMPLE_SCORES, _SAMPLED, "test-time flips"),
         Method("ensemble", "sampling", "members", _SAMPLE_MAPS, _SAMPLE_SCORES, _SAMPLED, "deep ensemble"),

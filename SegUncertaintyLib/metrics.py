@@ -142,6 +142,21 @@ def e_aurc(scores: np.ndarray, errors: np.ndarray) -> float:
     return aurc(scores, errors) - optimal
 
 
+def augrc(scores: np.ndarray, errors: np.ndarray) -> float:
+    """Area under the generalized risk-coverage curve (Traub et al. 2024), in raw units (x1000 in papers).
+
+    ``(1/N) sum_k (k/N) R(k/N)``: the mean over coverages of the share of *all* voxels that are both
+    kept and wrong, so an error kept early costs more than one kept late and, unlike AURC, the few
+    most certain voxels do not dominate. Ties as in :func:`risk_coverage`; lower is better.
+
+    Args:
+        scores: uncertainty per voxel (higher = more likely wrong), any shape.
+        errors: bool per voxel, same shape.
+    """
+    coverage, risk = risk_coverage(scores, errors)
+    return float((coverage * risk).mean())
+
+
 class CalibrationBins:
     """Per-bin sums for a top-label reliability diagram and ECE, accumulated over any number of cases.
 
@@ -187,6 +202,46 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
         bins: number of equal-width bins.
     """
     return CalibrationBins(bins).add(confidence, correct).ece()
+
+
+def adaptive_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """Top-label ECE with equal-mass bins (adaptive calibration error, Nixon et al. 2019).
+
+    The bin edges are the ``b / bins`` quantiles of the confidences, so each bin holds about ``N / bins``
+    voxels; voxels of equal confidence always share a bin (a saturated 1.0 may fill several bins' worth).
+    ``sum_b |B_b| / N * |accuracy(B_b) - mean confidence(B_b)|``.
+
+    Args:
+        confidence: probability of the predicted class per voxel, in [0, 1], any shape.
+        correct: bool per voxel, the prediction equals the reference, same shape.
+        bins: number of bins.
+
+    Returns:
+        ACE in [0, 1]; NaN without voxels.
+    """
+    confidence = np.asarray(confidence, np.float64).ravel()
+    correct = np.asarray(correct, np.float64).ravel()
+    if confidence.size == 0:
+        return float("nan")
+    edges = np.quantile(confidence, np.linspace(0.0, 1.0, bins + 1)[1:-1])
+    index = np.searchsorted(edges, confidence, side="left")  # a value equal to an edge joins the lower bin
+    gap = np.bincount(index, confidence - correct, minlength=bins)
+    return float(np.abs(gap).sum() / confidence.size)
+
+
+def multirater_calibration_error(probabilities: np.ndarray, raters: np.ndarray, bins: int = 50) -> float:
+    """CURVAS's ECE: top-label, ``bins`` equal-width bins, over every voxel given (background
+    included), against each rater in turn, then averaged over the raters.
+
+    Args:
+        probabilities: ``(C, ...)`` class probabilities.
+        raters: ``(R, ...)`` rater label maps (bool for one foreground class).
+        bins: 50 in CURVAS.
+    """
+    p = np.asarray(probabilities)
+    confidence, predicted = p.max(axis=0), p.argmax(axis=0)
+    raters = np.asarray(raters).astype(np.int64)
+    return float(np.mean([CalibrationBins(bins).add(confidence, predicted == r).ece() for r in raters]))
 
 
 def _flat_scored(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -447,3 +502,51 @@ def volume_crps(sample_volumes: np.ndarray, rater_volumes: np.ndarray) -> float:
         CRPS in mL (lower is better).
     """
     return float(np.mean([crps_ensemble(v, sample_volumes) for v in np.asarray(rater_volumes, np.float64)]))
+
+
+def gaussian_crps(observation: np.ndarray | float, mean: np.ndarray | float, sd: np.ndarray | float) -> np.ndarray:
+    """CRPS of ``N(mean, sd^2)`` at ``observation``, closed form: ``sd [z (2 Phi(z) - 1) + 2 phi(z) - 1/sqrt(pi)]``
+    with ``z = (observation - mean) / sd``; ``|observation - mean|`` where ``sd`` is 0. Broadcasts; in
+    the units of the variable."""
+    from scipy.stats import norm
+
+    x, mu, sigma = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (observation, mean, sd)))
+    z = np.divide(x - mu, sigma, out=np.zeros(x.shape), where=sigma > 0)
+    closed = sigma * (z * (2 * norm.cdf(z) - 1) + 2 * norm.pdf(z) - 1 / np.sqrt(np.pi))
+    return np.where(sigma > 0, closed, np.abs(x - mu))
+
+
+CURVAS_SPAN_SD = 3.0
+
+
+def curvas_volume_crps(predicted_ml: float, rater_volumes_ml: np.ndarray) -> float:
+    """CURVAS's volume CRPS: a Gaussian fitted to the raters' volumes (mean, population sd) against the
+    prediction's one volume (its soft volume ``sum p * voxel volume`` in CURVAS), the squared
+    difference of their distribution functions integrated over ``mean +- 3 sd`` only.
+
+    Kept for comparison with the challenge's published figures; it is not a proper score: the
+    window makes it saturate (a volume 100 sd off costs what one 3 sd off does, about
+    :func:`gaussian_crps` at 3 sd), and it is 0 whatever the prediction when every rater drew the
+    same volume. :func:`volume_crps` is the project's volume score.
+
+    Args:
+        predicted_ml: the predicted volume, mL.
+        rater_volumes_ml: ``(R,)`` the raters' volumes, mL.
+
+    Returns:
+        mL (lower is better).
+    """
+    from scipy import integrate
+    from scipy.stats import norm
+
+    volumes = np.asarray(rater_volumes_ml, np.float64)
+    mu, sd = float(volumes.mean()), float(volumes.std())
+    if sd == 0:
+        return 0.0
+    # in units of sd: the step of the prediction at z_hat splits the window into two smooth pieces
+    z_hat = (predicted_ml - mu) / sd
+    low, high = -CURVAS_SPAN_SD, CURVAS_SPAN_SD
+    cut = min(max(z_hat, low), high)
+    below = integrate.quad(lambda z: norm.cdf(z) ** 2, low, cut)[0]
+    above = integrate.quad(lambda z: norm.sf(z) ** 2, cut, high)[0]
+    return float(sd * (below + above))

@@ -39,6 +39,7 @@ from .progress import Progress
 from .quality.estimate import estimate_quality
 from .quality.package import load_quality
 from .quality.predictor import LinearQuality, QualityNet
+from .recalibration import RECALIBRATION_METHODS, recalibrate, scaling_of
 from .roi import load_locator
 from .segwithu.network import SegWithUHead
 from .segwithu.package import has_head, load_head
@@ -146,6 +147,8 @@ class Predictor:
             )
         if uncertainty in SAMPLING_METHODS and uncertainty not in self._windows:  # loaded windows passed it
             check_available(uncertainty, self.package, self.samples)
+        if uncertainty in RECALIBRATION_METHODS:
+            scaling_of(self.package, uncertainty)
         return uncertainty
 
     def predict(
@@ -192,6 +195,8 @@ class Predictor:
         )
         if method in SINGLE_PASS_METHODS:
             prediction = prediction.with_maps(single_pass_map(method, prediction.probabilities))
+        elif method in RECALIBRATION_METHODS:
+            prediction = recalibrate(prediction, scaling_of(self.package, method))
         return prediction
 
     def predict_many(

@@ -29,9 +29,12 @@ def test_every_method_and_score_is_in_every_table(evaluation):
     assert [(row["method"], row["score"]) for row in summary["scores"]] == expected_scores
     for row in summary["methods"]:
         assert 0.5 < row["dice_majority"] <= 1 and 0 <= row["ece"] < 0.5 and row["volume_crps_ml"] >= 0
+        assert 0 <= row["ace"] < 0.5 and 0 <= row["curvas_ece"] < row["ece"]  # every voxel: the easy background
+        assert row["curvas_volume_crps_ml"] >= 0
         assert row["forward_passes"] == {"mc-dropout": 2, "tta": 2, "ensemble": 3}.get(row["method"], 1)
     for row in summary["scores"]:
         assert 0 <= row["eaurc_roi_pooled_x1000"] <= row["aurc_roi_pooled_x1000"]
+        assert 0 < row["augrc_roi_pooled_x1000"] <= row["aurc_roi_pooled_x1000"]
         # flip mass is a sparse mask (zero off the few fragile voxels): only the dense maps must beat chance here
         assert 0.5 < row["auroc_roi_pooled"] <= 1 or (row["score"] == "flip_mass" and 0 <= row["auroc_roi_pooled"] <= 1)
     with open(evaluation / "per_case.csv") as f:
@@ -41,6 +44,11 @@ def test_every_method_and_score_is_in_every_table(evaluation):
         assert len(list(csv.DictReader(f))) == len(expected_scores)
     markdown = (evaluation / "results.md").read_text()
     assert all(f"| {m} |" in markdown for m in EVALUATION_METHODS)
+    assert "| CURVAS ECE |" in markdown and "AUGRC×1000 roi (pooled)" in markdown
+    # temperature scaling keeps the backbone's segmentation and recalibrates its probabilities
+    rows = {row["method"]: row for row in summary["methods"]}
+    assert rows["temperature"]["dice_majority"] == rows["msp"]["dice_majority"]
+    assert rows["temperature"]["nll"] != rows["msp"]["nll"]
 
 
 def test_variability_table_follows_each_decomposition(evaluation):

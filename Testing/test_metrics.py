@@ -6,19 +6,24 @@ import pytest
 from SegUncertaintyLib.calibration import fit_logistic
 from SegUncertaintyLib.metrics import (
     CalibrationBins,
+    adaptive_calibration_error,
+    augrc,
     aurc,
     auroc,
     average_precision,
     brier_score,
     consensus_dice,
     crps_ensemble,
+    curvas_volume_crps,
     dice,
     dice_per_class,
     e_aurc,
     expected_calibration_error,
+    gaussian_crps,
     generalized_energy_distance,
     hungarian_matched_iou,
     majority_vote,
+    multirater_calibration_error,
     negative_log_likelihood,
     normalized_cross_correlation,
     rater_disagreement,
@@ -233,3 +238,74 @@ def test_rater_variability_and_the_quam_sm_agreement_scores():
     normalised = (u - u.min()) / (u.max() - u.min())
     assert agreement["sdice"] == pytest.approx(2 * (normalised * r).sum() / (normalised.sum() + r.sum()))
     assert np.isnan(variability_agreement(np.ones(5), r[:5])["pcc"])
+
+
+def test_augrc_is_the_mean_share_of_all_voxels_kept_and_wrong():
+    rng = np.random.default_rng(11)
+    scores, errors = rng.permutation(2000) / 2000.0, rng.random(2000) < 0.2  # no ties
+    order = np.argsort(scores)
+    kept_wrong = np.cumsum(errors[order]) / errors.size  # after keeping k voxels, most certain first
+    assert augrc(scores, errors) == pytest.approx(kept_wrong.mean(), abs=1e-12)
+    oracle = augrc(errors.astype(float), errors)  # every error last
+    assert oracle < augrc(scores, errors) < augrc(-errors.astype(float), errors)  # errors first: the worst
+    assert augrc(scores, errors) == pytest.approx(errors.mean() / 2, abs=0.01)  # random: about half the rate
+    assert augrc(np.zeros(10), np.ones(10, bool)) == pytest.approx(0.55)  # ties: expected risk, (1/N) sum k/N
+
+
+def test_adaptive_ece_bins_by_equal_mass_and_keeps_ties_together():
+    rng = np.random.default_rng(12)
+    confidence = rng.uniform(0.5, 1.0, 3000) ** 3 * 0.5 + 0.5  # crowded near 0.5: equal-width bins differ
+    correct = rng.random(3000) < 0.75 + 0.2 * np.sin(40 * confidence)  # over- and underconfident by turns
+    order = np.argsort(confidence)
+    groups = np.array_split(order, 15)  # no ties: equal-mass bins are these groups exactly
+    expected = sum(abs(confidence[g].sum() - correct[g].sum()) for g in groups) / 3000
+    assert adaptive_calibration_error(confidence, correct) == pytest.approx(expected, abs=1e-12)
+    assert adaptive_calibration_error(confidence, correct) != pytest.approx(
+        expected_calibration_error(confidence, correct), abs=1e-4
+    )
+    # a saturated confidence shared by many voxels stays in one bin: a bin of 1.0s that are 90 % right
+    saturated = np.r_[np.ones(900), rng.uniform(0.6, 0.9, 100)]
+    right = np.r_[np.arange(900) % 10 != 0, rng.random(100) < 0.75]
+    gap_of_ones = 900 * 0.1 / 1000
+    assert adaptive_calibration_error(saturated, right) >= gap_of_ones
+    assert np.isnan(adaptive_calibration_error(np.zeros(0), np.zeros(0, bool)))
+
+
+def test_curvas_ece_is_torchmetrics_top_label_with_50_bins_per_rater_averaged():
+    import torch
+    from torchmetrics.classification import MulticlassCalibrationError
+
+    rng = np.random.default_rng(13)
+    probabilities, labels = _binary_probabilities(rng, 30000)
+    probabilities = probabilities.reshape(2, 30, 1000)
+    raters = np.stack([labels, labels ^ (rng.random(30000) < 0.1), labels ^ (rng.random(30000) < 0.2)])
+    raters = raters.reshape(3, 30, 1000).astype(bool)
+    metric = MulticlassCalibrationError(num_classes=2, n_bins=50, norm="l1")
+    flat = torch.from_numpy(probabilities.reshape(2, -1).T.copy())
+    theirs = [metric(flat, torch.from_numpy(r.ravel().astype(np.int64))).item() for r in raters]
+    assert multirater_calibration_error(probabilities, raters) == pytest.approx(np.mean(theirs), abs=1e-6)
+    assert len({round(t, 4) for t in theirs}) == 3  # each rater gives its own figure
+
+
+def test_gaussian_crps_matches_scoringrules_and_the_curvas_score_saturates():
+    import scoringrules
+    from scipy import integrate, stats
+
+    for x, mu, sd in ((69.0, 74.3, 3.7), (90.0, 74.3, 3.7), (74.3, 74.3, 0.2)):
+        assert float(gaussian_crps(x, mu, sd)) == pytest.approx(float(scoringrules.crps_normal(x, mu, sd)), rel=1e-9)
+    assert float(gaussian_crps(5.0, 3.0, 0.0)) == 2.0  # a point mass: the absolute error
+    raters = np.array([70.0, 74.0, 79.0])
+    mu, sd = raters.mean(), raters.std()  # the population sd, as CURVAS's np.std
+
+    def windowed(v: float) -> float:  # the defining integral over mean +- 3 sd, on a fine grid
+        y = np.linspace(mu - 3 * sd, mu + 3 * sd, 200001)
+        return float(integrate.trapezoid((stats.norm.cdf(y, mu, sd) - (y >= v)) ** 2, y))
+
+    for v in (mu, mu + 1.0, mu - 2 * sd, mu + 3 * sd):
+        assert curvas_volume_crps(v, raters) == pytest.approx(windowed(v), rel=1e-4)
+    # inside the window it is close to the proper score, far outside it stops growing: 10 sd off costs
+    # what 100 sd off costs, where the closed form grows with the distance
+    assert curvas_volume_crps(mu, raters) == pytest.approx(float(gaussian_crps(mu, mu, sd)), rel=0.02)
+    assert curvas_volume_crps(mu + 10 * sd, raters) == pytest.approx(curvas_volume_crps(mu + 100 * sd, raters))
+    assert float(gaussian_crps(mu + 100 * sd, mu, sd)) > 9 * float(gaussian_crps(mu + 10 * sd, mu, sd))
+    assert curvas_volume_crps(123.0, np.array([5.0, 5.0, 5.0])) == 0.0  # equal raters: 0 whatever the volume

@@ -15,13 +15,16 @@ with the reference and each adversary's last admissible snapshot as its samples.
 Per case, each method gets segmentation metrics (Dice vs majority, vs each rater, vs the
 unanimous consensus; soft Dice vs the rater frequency), multi-rater metrics (GED^2 and
 Hungarian-matched IoU of its samples against the raters, volume CRPS in mL) and calibration
-metrics in the roi (top-label ECE, Brier, NLL of the probabilities it reports: calibrated ones for
-the head). Each of its uncertainty maps ("scores") gets error-detection AUROC and AUPRC (all and
-roi), and in the roi AURC, E-AURC and the NCC with rater disagreement. Roi voxels are also pooled over
-cases for dataset-level figures and the plots. Each map a method splits its uncertainty into
-(:data:`DECOMPOSITION`: epistemic, aleatoric, total) is compared with the raters' variability map
-(:func:`..metrics.rater_variability`) as QUAM-SM does: Pearson r, R^2 and soft Dice, over the whole
-volume and in the roi.
+metrics in the roi (top-label ECE with equal-width and with equal-mass bins, Brier, NLL of the
+probabilities it reports: calibrated ones for the head and the recalibration baselines), and the
+CURVAS challenge's ECE (top-label, 50 bins, every voxel of the case, background included, against
+each rater, averaged) and volume CRPS (the soft volume against a Gaussian fitted to the raters'
+volumes, see :func:`..metrics.curvas_volume_crps`). Each of its uncertainty maps ("scores") gets
+error-detection AUROC and AUPRC (all and roi), and in the roi AURC, E-AURC, AUGRC and the NCC with
+rater disagreement. Roi voxels are also pooled over cases for dataset-level figures and the plots.
+Each map a method splits its uncertainty into (:data:`DECOMPOSITION`: epistemic, aleatoric, total)
+is compared with the raters' variability map (:func:`..metrics.rater_variability`) as QUAM-SM does:
+Pearson r, R^2 and soft Dice, over the whole volume and in the roi.
 """
 
 from __future__ import annotations
@@ -47,10 +50,12 @@ from ..metrics import (
     average_precision,
     brier_score,
     consensus_dice,
+    curvas_volume_crps,
     dice_per_class,
     e_aurc,
     generalized_energy_distance,
     hungarian_matched_iou,
+    multirater_calibration_error,
     negative_log_likelihood,
     normalized_cross_correlation,
     rater_disagreement,
@@ -64,6 +69,7 @@ from ..model.package import ModelPackage
 from ..prediction import Prediction
 from ..predictor import Predictor
 from ..progress import Progress
+from ..recalibration import RECALIBRATION_METHODS, recalibrate, scaling_of
 from ..segwithu.package import has_head
 
 # The uncertainty maps each method is scored by (higher = more likely wrong).
@@ -92,6 +98,8 @@ class Evaluation:
         methods: the methods, in the order asked for.
         case_rows: one dict per (case, method): case metrics and ``<score>/<metric>`` entries.
         calibration: method -> pooled roi :class:`CalibrationBins` (top-label).
+        confidence: method -> pooled roi top-label confidences and whether each voxel is correct
+            (as ``scores`` and ``errors``; for the equal-mass bins of the adaptive ECE).
         pooled: ``(method, score)`` -> pooled roi scores and errors.
         seconds: method -> wall time summed over cases (a shared single pass counted for each).
         forward_passes: method -> whole-volume backbone passes per case.
@@ -102,6 +110,7 @@ class Evaluation:
     methods: list[str]
     case_rows: list[dict[str, Any]] = field(default_factory=list)
     calibration: dict[str, CalibrationBins] = field(default_factory=dict)
+    confidence: dict[str, PooledScores] = field(default_factory=dict)
     pooled: dict[tuple[str, str], PooledScores] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     forward_passes: dict[str, int] = field(default_factory=dict)
@@ -113,6 +122,8 @@ class Evaluation:
         self.case_rows.extend(case.rows)
         for method, (confidence, correct) in case.calibration.items():
             self.calibration[method].add(confidence, correct)
+            self.confidence[method].scores.append(confidence)
+            self.confidence[method].errors.append(correct)
         for key, (scores, errors) in case.pooled.items():
             self.pooled[key].scores.append(scores)
             self.pooled[key].errors.append(errors)
@@ -135,14 +146,23 @@ def check_methods(methods: Sequence[str], package: ModelPackage, samples: int | 
             check_available(method, package, samples)
         if method == "fragility":
             load_replay(package)
+        if method in RECALIBRATION_METHODS:
+            scaling_of(package, method)
     return methods
 
 
-def method_view(method: str, shared: Prediction) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Probabilities and maps of a single-pass method, from the one backbone (+ head) pass they share."""
+def method_view(
+    method: str, shared: Prediction, package: ModelPackage
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Segmentation, probabilities and maps of a single-pass method, from the one backbone (+ head)
+    pass they share: ``(k, j, i)`` labels, ``(C, k, j, i)`` probabilities, ``(k, j, i)`` maps."""
     if method == "segwithu":
-        return shared.calibrated_probabilities, shared.maps
-    return shared.probabilities, single_pass_map(method, shared.probabilities)
+        return shared.labels, shared.calibrated_probabilities, shared.maps
+    if method in RECALIBRATION_METHODS:
+        recalibrated = recalibrate(shared, scaling_of(package, method))
+        maps = {name: recalibrated.maps[name] for name in METHODS[method].maps}
+        return recalibrated.labels, recalibrated.calibrated_probabilities, maps
+    return shared.labels, shared.probabilities, single_pass_map(method, shared.probabilities)
 
 
 def variability_metrics(
@@ -210,6 +230,11 @@ def score_case(
     roi_probabilities = probabilities[:, roi]
     confidence, correct = roi_probabilities.max(axis=0), ~errors[roi]
     row["ece"] = CalibrationBins().add(confidence, correct).ece()
+    row["curvas_ece"] = multirater_calibration_error(probabilities, raters)
+    soft_volume_ml = float(probabilities[1:].sum()) * voxel_ml
+    row["curvas_volume_crps_ml"] = curvas_volume_crps(
+        soft_volume_ml, (raters > 0).reshape(len(raters), -1).sum(axis=1) * voxel_ml
+    )
     row["brier"] = brier_score(roi_probabilities, majority[roi])
     row["nll"] = negative_log_likelihood(roi_probabilities, majority[roi])
     disagreement = rater_disagreement(raters)[roi]
@@ -272,15 +297,16 @@ def evaluate_case(predictor: Predictor, case: Case, methods: Sequence[str], marg
     for method in methods:
         prediction, seconds = outputs[method]
         if method == "fragility":
-            prediction, maps, sampled = shared, prediction.maps, prediction.sample_labels
-            probabilities = shared.probabilities
+            maps, sampled, prediction = prediction.maps, prediction.sample_labels, shared
+            labels, probabilities = shared.labels, shared.probabilities
         elif method in SINGLE_PASS:
-            probabilities, maps = method_view(method, prediction)
-            sampled = prediction.labels[None]
+            labels, probabilities, maps = method_view(method, prediction, predictor.package)
+            sampled = labels[None]
         else:
-            probabilities, maps, sampled = prediction.probabilities, prediction.maps, prediction.sample_labels
+            labels, probabilities, maps = prediction.labels, prediction.probabilities, prediction.maps
+            sampled = prediction.sample_labels
         row, pooled, calibration = score_case(
-            case, prediction.labels, probabilities, maps, sampled, SCORES[method], margin_mm, DECOMPOSITION.get(method)
+            case, labels, probabilities, maps, sampled, SCORES[method], margin_mm, DECOMPOSITION.get(method)
         )
         result.rows.append({"case_id": case.case_id, "method": method, **row})
         result.pooled.update({(method, name): value for name, value in pooled.items()})
@@ -332,6 +358,7 @@ def evaluate_methods(
     result = Evaluation(methods=methods, cases=len(cases), margin_mm=margin_mm)
     for method in methods:
         result.calibration[method] = CalibrationBins()
+        result.confidence[method] = PooledScores()
         result.seconds[method] = 0.0
         for name in SCORES[method]:
             result.pooled[(method, name)] = PooledScores()

@@ -13,7 +13,7 @@ import numpy as np
 from ..cluster import ClusterSettings
 from ..data.datasets import load_dataset_cases
 from ..fragility.config import FragilityConfig, SearchConfig
-from ..metrics import aurc, auroc, average_precision, e_aurc, risk_coverage
+from ..metrics import adaptive_calibration_error, augrc, aurc, auroc, average_precision, e_aurc, risk_coverage
 from ..model.package import load_package
 from ..outputs import StagedOutput
 from ..progress import Progress
@@ -28,7 +28,10 @@ METHOD_COLUMNS = [
     ("ged", "GED²", "mean"),
     ("hm_iou", "HM-IoU", "mean"),
     ("volume_crps_ml", "volume CRPS (mL)", "mean"),
+    ("curvas_volume_crps_ml", "CURVAS volume CRPS (mL)", "mean"),
     ("ece", "ECE roi", "pooled"),
+    ("ace", "adaptive ECE roi", "pooled"),
+    ("curvas_ece", "CURVAS ECE", "mean"),
     ("brier", "Brier roi", "roi-weighted"),
     ("nll", "NLL roi", "roi-weighted"),
 ]
@@ -40,6 +43,7 @@ SCORE_COLUMNS = [
     ("auprc_roi_pooled", "AUPRC roi (pooled)"),
     ("aurc_roi_pooled_x1000", "AURC×1000 roi (pooled)"),
     ("eaurc_roi_pooled_x1000", "E-AURC×1000 roi (pooled)"),
+    ("augrc_roi_pooled_x1000", "AUGRC×1000 roi (pooled)"),
     ("ncc_roi", "NCC with rater disagreement"),
 ]
 
@@ -61,7 +65,9 @@ def method_table(evaluation: Evaluation) -> list[dict[str, Any]]:
         with_roi = [r for r in rows if r["roi_voxels"] > 0]  # a case with nothing predicted or marked has no roi
         entry: dict[str, Any] = {"method": method}
         for key, _, how in METHOD_COLUMNS:
-            if how == "pooled":
+            if key == "ace":
+                entry[key] = adaptive_calibration_error(*evaluation.confidence[method].arrays())
+            elif how == "pooled":
                 entry[key] = evaluation.calibration[method].ece()
             elif how == "roi-weighted" and with_roi:
                 entry[key] = float(np.average([r[key] for r in with_roi], weights=[r["roi_voxels"] for r in with_roi]))
@@ -93,6 +99,7 @@ def score_table(evaluation: Evaluation) -> list[dict[str, Any]]:
                     "auprc_roi_pooled": average_precision(scores, errors),
                     "aurc_roi_pooled_x1000": 1000 * aurc(scores, errors),
                     "eaurc_roi_pooled_x1000": 1000 * e_aurc(scores, errors),
+                    "augrc_roi_pooled_x1000": 1000 * augrc(scores, errors),
                     "ncc_roi": _mean([r[f"{name}/ncc_roi"] for r in rows]),
                     "roi_error_rate": float(errors.mean()),
                 }
@@ -178,7 +185,11 @@ def markdown(evaluation: Evaluation, title: str) -> str:
         "",
         "Dice vs consensus: scored where all raters agree. GED²: V-statistic with d = 1 − IoU (one sample for "
         "single-pass methods). Volume CRPS: the method's sample volumes against each rater's volume, mean over "
-        "raters. ECE: top-label, 15 equal-width bins, pooled roi voxels. AURC/E-AURC in raw units × 1000.",
+        "raters. ECE: top-label, 15 equal-width bins, pooled roi voxels; adaptive ECE: the same with 15 "
+        "equal-mass bins. CURVAS ECE: top-label, 50 bins, every voxel of the case (background included), "
+        "against each rater, averaged. CURVAS volume CRPS: the soft volume against a Gaussian fitted to the "
+        "raters' volumes, integrated over its mean ± 3 sd only (it saturates; comparison with the challenge "
+        "only). AURC/E-AURC/AUGRC in raw units × 1000.",
         "",
     ]
     return "\n".join(lines)

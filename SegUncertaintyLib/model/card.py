@@ -204,6 +204,46 @@ class GuaranteeSection:
 
 
 @dataclass
+class RecalibrationSection:
+    """The card's ``recalibration`` section: the calibration baselines, fitted on held-out voxels
+    (see :mod:`..recalibration`).
+
+    Attributes:
+        temperature: temperature scaling as a :class:`..calibration.LogitScaling` dict (``scale``, ``bias``).
+        vector: vector scaling, likewise.
+        training: how they were fitted (data, voxels, command).
+    """
+
+    temperature: dict[str, Any]
+    vector: dict[str, Any]
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        import math
+
+        from ..calibration import LogitScaling  # numpy only: the card stays torch-free to import
+
+        try:
+            scalings = [LogitScaling.from_dict(self.temperature), LogitScaling.from_dict(self.vector)]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"malformed recalibration section ({exc})") from None
+        for scaling in scalings:
+            values = scaling.scale + scaling.bias
+            if len(scaling.scale) != len(scaling.bias) or not all(map(math.isfinite, values)):
+                raise ModelError("recalibration: each scaling needs one finite scale and bias per class")
+        if scalings[0].temperature is None or scalings[0].temperature <= 0:
+            raise ModelError("recalibration: temperature scaling has one positive scale and no bias")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RecalibrationSection:
+        _refuse_unknown(cls, data, "recalibration")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class DisplaySettings:
     """The card's ``display`` section: how the report shows the image.
 
@@ -290,6 +330,7 @@ class ModelCard:
     head: HeadSection | None = None  # the uncertainty head, when the package has one
     quality: QualitySection | None = None  # the quality predictors, when the package has them
     guarantees: GuaranteeSection | None = None  # what the calibration cases guarantee, when fitted
+    recalibration: RecalibrationSection | None = None  # temperature and vector scaling, when fitted
     display: DisplaySettings | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # sections this class does not type (fragility, ...)
 
@@ -305,6 +346,8 @@ class ModelCard:
             self.display = DisplaySettings.from_dict(self.display)
         if isinstance(self.guarantees, dict):
             self.guarantees = GuaranteeSection.from_dict(self.guarantees)
+        if isinstance(self.recalibration, dict):
+            self.recalibration = RecalibrationSection.from_dict(self.recalibration)
 
     @property
     def num_classes(self) -> int:
@@ -317,7 +360,7 @@ class ModelCard:
         data["target_spacing_mm"] = list(self.target_spacing_mm)
         data["patch_size"] = list(self.patch_size)
         data["head"] = self.head.to_dict() if self.head is not None else {}
-        for name in ("quality", "guarantees", "display"):
+        for name in ("quality", "guarantees", "recalibration", "display"):
             section = getattr(self, name)
             if section is None:
                 del data[name]
@@ -342,6 +385,7 @@ class ModelCard:
             "head",
             "quality",
             "guarantees",
+            "recalibration",
             "display",
         }
         missing = sorted(known - set(data) - optional)

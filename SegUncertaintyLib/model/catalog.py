@@ -29,6 +29,7 @@ def describe(package: ModelPackage) -> dict[str, Any]:
         "dropout": any(dropout_rate(b) > 0 for b in backbones),
         "members": sum(dropout_rate(b) == 0 for b in backbones) >= 2,
         "replay": has_replay(package),
+        "recalibration": card.recalibration is not None,
     }
     methods = [name for name, method in METHODS.items() if carries[method.needs]]
     summary = {
