@@ -770,10 +770,11 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
         from SegUncertaintyLib.guarantees import review_sentence
 
         guarantees = self.results.summary.guarantees if self.results else None
-        promise = review_sentence(guarantees["review"]) if guarantees else ""
+        pending = [r for r in self.session.regions if self.session.status[r.label] == "pending"]
+        promise = review_sentence(guarantees["review"], pending) if guarantees else ""
         if not self.session.regions:
             return "\n".join(filter(None, [_("No high-risk region: nothing to review."), promise]))
-        reviewed = sum(1 for s in self.session.status.values() if s != "pending")
+        reviewed = len(self.session.regions) - len(pending)
         progress = _("{reviewed} of {count} regions reviewed; {remaining:.0%} of the expected errors remain.").format(
             reviewed=reviewed, count=len(self.session.regions), remaining=self.session.remaining_risk()
         )

@@ -190,13 +190,27 @@ def guarantee_record(
     return record
 
 
-def review_sentence(review: dict[str, Any]) -> str:
-    """The review guarantee in words, for the report and Slicer (``review`` of :func:`guarantee_record`)."""
+def review_sentence(review: dict[str, Any], pending: Sequence[Any] | None = None) -> str:
+    """The review guarantee in words, for the report and Slicer.
+
+    Args:
+        review: ``review`` of :func:`guarantee_record`.
+        pending: the regions still to review, as the reviewer works through them (anything with a
+            ``volume_ml``, e.g. :class:`.review.regions.Region`); None: all of them, before any review.
+    """
     if not review.get("available"):
         return f"No review guarantee: {review.get('reason', 'none was fitted')}."
-    count = review["regions"]
-    regions = f"{'this' if count == 1 else 'these'} {count} region{'' if count == 1 else 's'}"
+    source = f"guarantee from {review['calibration_cases']} calibration cases"
+    if pending is not None and not pending:
+        return (
+            f"Every flagged region is reviewed: on average at most {review['alpha']:.0%} of the errors are left "
+            f"unreviewed ({source})."
+        )
+    count = review["regions"] if pending is None else len(pending)
+    volume_ml = review["volume_ml"] if pending is None else sum(r.volume_ml for r in pending)
+    which = "" if pending is None or count == review["regions"] else "remaining "
+    regions = f"{'this' if count == 1 else 'these'} {which}{count} region{'' if count == 1 else 's'}"
     return (
-        f"Review {regions} ({review['volume_ml']:.2f} mL) to leave at most {review['alpha']:.0%} of the errors "
-        f"unreviewed (on average; guarantee from {review['calibration_cases']} calibration cases)."
+        f"Review {regions} ({volume_ml:.2f} mL) to leave at most {review['alpha']:.0%} of the errors "
+        f"unreviewed (on average; {source})."
     )

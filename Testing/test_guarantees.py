@@ -4,11 +4,13 @@ the guarantee the bundled card gives (or why there is none), and the report and 
 import dataclasses
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from SegUncertaintyLib.conformal import RiskCurve
+from SegUncertaintyLib.data.datasets import load_dataset_cases
 from SegUncertaintyLib.errors import InputError, ModelError
 from SegUncertaintyLib.guarantees import (
     RISK_THRESHOLDS,
@@ -23,6 +25,7 @@ from SegUncertaintyLib.io import read_volume
 from SegUncertaintyLib.model.package import load_package
 from SegUncertaintyLib.predict_folder import PredictFolder, review_regions
 from SegUncertaintyLib.prediction import best_probabilities, risk_map
+from SegUncertaintyLib.predictor import Predictor
 from SegUncertaintyLib.resources import sample_path
 from SegUncertaintyLib.review.regions import DEFAULT_THRESHOLD
 from SegUncertaintyLib.segwithu.package import load_head
@@ -136,6 +139,18 @@ def test_without_a_guarantee_predict_says_why_instead_of_a_number(bundled_packag
     assert not (tmp_path / "bad").exists()  # refused before anything was written
 
 
+def test_the_review_sentence_follows_the_regions_left_to_review():
+    review = {"available": True, "alpha": 0.1, "calibration_cases": 86, "regions": 3, "volume_ml": 1.5}
+    assert review_sentence(review) == (
+        "Review these 3 regions (1.50 mL) to leave at most 10% of the errors unreviewed "
+        "(on average; guarantee from 86 calibration cases)."
+    )
+    left = [SimpleNamespace(volume_ml=0.25), SimpleNamespace(volume_ml=0.5)]
+    assert review_sentence(review, left).startswith("Review these remaining 2 regions (0.75 mL) to leave at most 10%")
+    assert review_sentence(review, left[:1]).startswith("Review this remaining 1 region (0.25 mL)")
+    assert review_sentence(review, []).startswith("Every flagged region is reviewed: on average at most 10%")
+
+
 def test_a_package_without_calibration_cases_has_no_guarantee(bundled_package, demo_prediction):
     assert load_package("deepbet").card.guarantees is None  # three subjects: nothing to fit on
     bare = dataclasses.replace(bundled_package, card=dataclasses.replace(bundled_package.card, guarantees=None))
@@ -169,3 +184,29 @@ def test_a_malformed_guarantees_section_is_refused(bundled_package, tmp_path, ch
     (folder / "model.json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="guarantees"):
         load_package(folder)
+
+
+def test_the_structure_guarantee_is_mapie_s_conformal_risk_control_of_the_recall(lidc_cache, bundled_package):
+    # the outline p >= t that misses at most alpha of the structure is conformal risk control of the
+    # recall: the same threshold as MAPIE's semantic-segmentation controller (CRC, recall) on real predictions
+    from mapie.risk_control import SemanticSegmentationController
+
+    predictor = Predictor(bundled_package, "cpu")
+    cases = [*load_dataset_cases("lidc", "calibration", lidc_cache), *load_dataset_cases("lidc", "test", lidc_cache)]
+    foregrounds, references, curves = [], [], []
+    for case in cases:
+        prediction = predictor.predict(case.volume, "segwithu")
+        foregrounds.append((1.0 - best_probabilities(prediction)[0]).ravel())
+        references.append(case.majority.ravel() > 0)
+        curves.append(case_losses(prediction, case.majority.astype(np.uint8))[1])
+    size = max(f.size for f in foregrounds)  # one array for MAPIE: pad with voxels no one marks or predicts
+    scores = np.stack([np.pad(f, (0, size - f.size)) for f in foregrounds])
+    marked = np.stack([np.pad(r, (0, size - r.size)) for r in references])
+    curve = RiskCurve.fit(np.stack(curves), RISK_THRESHOLDS)
+    for alpha in (0.2, 0.3, 0.5):  # six cases: 1 / 7 of the risk is the finite-sample correction
+        controller = SemanticSegmentationController(
+            predict_function=lambda x: x, risk="recall", target_level=1 - alpha, predict_params=RISK_THRESHOLDS
+        )
+        controller.calibrate(scores, marked)
+        assert curve.control(alpha).threshold == pytest.approx(float(controller.best_predict_param[0]), rel=1e-12)
+    assert len({curve.control(alpha).threshold for alpha in (0.2, 0.3, 0.5)}) == 3  # not one threshold thrice

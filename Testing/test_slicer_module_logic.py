@@ -71,6 +71,17 @@ def test_the_logic_segments_loads_and_keeps_the_review(module, tmp_path):
     version = logic.saveCorrection(first)
     assert version == folder / "review" / "corrections" / "segmentation_v001.nrrd"
     assert logic.session.status[first] == "corrected" and logic.reviewText().startswith("1 of")
+    # the guarantee follows the review: what is left to review, then that it holds
+    pending = [r for r in results.regions if r.label != first]
+    review = results.summary.guarantees["review"]
+    assert review_sentence(review, pending) in logic.reviewText()
+    assert ("remaining" in logic.reviewText()) == bool(pending)
+    for region in pending:
+        logic.session.accept(region.label)
+    assert logic.reviewText().endswith(
+        "Every flagged region is reviewed: on average at most 10% of the errors are left unreviewed "
+        "(guarantee from 86 calibration cases)."
+    )
 
     # after a restart: a new scene, the same folder; the review is where it was left
     scene = headless.new_scene()
