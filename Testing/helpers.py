@@ -44,3 +44,14 @@ def oblique_grid() -> Geometry:
         origin=(-120.5, 33.25, -410.0),
         direction=tuple(rotation([1.0, 2.0, 0.5], 23.0).ravel()),
     )
+
+
+def package_with_section(package, folder, section: str, change) -> None:
+    """Copy ``package``'s folder to ``folder`` with ``change`` applied to its card's ``section`` (a dict)."""
+    import json
+    import shutil
+
+    shutil.copytree(package.path, folder)
+    card = json.loads((folder / "model.json").read_text())
+    change(card[section])
+    (folder / "model.json").write_text(json.dumps(card))

@@ -3,7 +3,6 @@ the guarantee the bundled card gives (or why there is none), and the report and 
 
 import dataclasses
 import json
-import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -30,7 +29,7 @@ from SegUncertaintyLib.resources import sample_path
 from SegUncertaintyLib.review.regions import DEFAULT_THRESHOLD
 from SegUncertaintyLib.segwithu.package import load_head
 
-from .helpers import run_quietly
+from .helpers import package_with_section, run_quietly
 
 
 @pytest.fixture(scope="module")
@@ -177,13 +176,9 @@ def test_a_package_without_calibration_cases_has_no_guarantee(bundled_package, d
     ],
 )
 def test_a_malformed_guarantees_section_is_refused(bundled_package, tmp_path, change):
-    folder = tmp_path / "model"
-    shutil.copytree(bundled_package.path, folder)
-    card = json.loads((folder / "model.json").read_text())
-    change(card["guarantees"])
-    (folder / "model.json").write_text(json.dumps(card))
+    package_with_section(bundled_package, tmp_path / "model", "guarantees", change)
     with pytest.raises(ModelError, match="guarantees"):
-        load_package(folder)
+        load_package(tmp_path / "model")
 
 
 def test_the_structure_guarantee_is_mapie_s_conformal_risk_control_of_the_recall(lidc_cache, bundled_package):

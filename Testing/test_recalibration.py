@@ -19,6 +19,8 @@ from SegUncertaintyLib.predictor import Predictor
 from SegUncertaintyLib.recalibration import fit_recalibration, scaling_of
 from SegUncertaintyLib.resources import sample_path
 
+from .helpers import package_with_section
+
 
 def _synthetic(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Two-class probabilities whose true logit is 0.4 (log p1 - log p0) + 0.7: too confident, biased."""
@@ -112,13 +114,9 @@ def test_a_package_without_them_says_which_command_fits_them(bundled_package, tm
     ],
 )
 def test_a_malformed_recalibration_section_is_refused(bundled_package, tmp_path, change):
-    folder = tmp_path / "model"
-    shutil.copytree(bundled_package.path, folder)
-    card = json.loads((folder / "model.json").read_text())
-    change(card["recalibration"])
-    (folder / "model.json").write_text(json.dumps(card))
+    package_with_section(bundled_package, tmp_path / "model", "recalibration", change)
     with pytest.raises(ModelError, match="recalibration"):
-        load_package(folder)
+        load_package(tmp_path / "model")
 
 
 def test_fit_recalibration_writes_the_section_into_a_package_folder(bundled_package, lidc_cache, tmp_path):
