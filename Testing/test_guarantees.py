@@ -103,6 +103,7 @@ def test_predict_states_the_guarantee_the_card_gives_and_the_report_says_it(bund
     )
     page = (out / "report.html").read_text()
     assert review_sentence(review) in page and review_sentence(review).startswith("Review this")
+    assert f"alpha 0.1: regions drawn where the estimated probability of error is at least {guaranteed:.3g}" in page
     assert "90 % conformal interval" in page
     quality = folder.summary.quality
     low, high = quality.volume_forecast_ml["interval_90_conformal"]

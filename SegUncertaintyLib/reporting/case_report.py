@@ -177,7 +177,13 @@ def _guarantee_block(summary: PredictSummary) -> str:
     """The review guarantee, and the outline that holds the structure, in words."""
     if summary.guarantees is None:
         return ""
-    lines = [html.escape(review_sentence(summary.guarantees["review"]))]
+    review = summary.guarantees["review"]
+    lines = [html.escape(review_sentence(review))]
+    if review.get("available"):
+        lines[0] += (
+            f" <span class='muted'>(alpha {review['alpha']:g}: regions drawn where the estimated probability "
+            f"of error is at least {review['threshold']:.3g})</span>"
+        )
     outline = summary.guarantees.get("structure")
     if outline is not None:
         lines.append(
