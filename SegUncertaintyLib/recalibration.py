@@ -78,6 +78,8 @@ def fit_recalibration(
     Returns:
         The card's ``recalibration`` section (``training`` gives the cases and voxels).
     """
+    if not cases:
+        raise ModelError("fitting the recalibration needs labelled cases")
     report = progress or Progress()
     probabilities, labels = [], []
     for n, case in enumerate(cases):
@@ -88,8 +90,6 @@ def fit_recalibration(
         probabilities.append(prediction.probabilities[:, roi])
         labels.append(majority[roi])
         report("calibration", (n + 1) / len(cases), case.case_id)
-    if not cases:
-        raise ModelError("fitting the recalibration needs labelled cases")
     pooled, reference = np.concatenate(probabilities, axis=1), np.concatenate(labels)
     return RecalibrationSection(
         temperature=LogitScaling.fit(pooled, reference, per_class=False).to_dict(),
