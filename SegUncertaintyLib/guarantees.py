@@ -159,7 +159,9 @@ def guarantee_record(
 
     ``review``: alpha, the guaranteed threshold, the calibration cases and the workload (regions,
     mL), or ``available: false`` and the reason; ``structure``: the outline that misses at most
-    alpha of the structure on average, its threshold and volume (mL), when the card has it.
+    alpha of the structure on average, its threshold and volume (mL), when the card has it and the
+    prediction's probabilities are those it was fitted on (the method whose map is ``risk_map``:
+    the head's calibrated probabilities, not another method's).
     """
     source, _ = risk_map(prediction)
     guaranteed, reason = review_threshold(package, source, alpha)
@@ -177,7 +179,8 @@ def guarantee_record(
             "volume_ml": round(sum(r["volume_ml"] for r in regions), 4),
         }
     record: dict[str, Any] = {"review": review}
-    control = RiskCurve.from_dict(section.structure).control(alpha) if section is not None else None
+    fitted_here = section is not None and section.risk_map == source
+    control = RiskCurve.from_dict(section.structure).control(alpha) if fitted_here else None
     if control is not None:
         foreground = 1.0 - best_probabilities(prediction)[0]
         voxels = int(np.count_nonzero(foreground >= control.threshold))

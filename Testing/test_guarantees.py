@@ -159,10 +159,10 @@ def test_a_package_without_calibration_cases_has_no_guarantee(bundled_package, d
     reason = "model 'lidc-nodule' has no calibration set for a guarantee"
     assert record == {"review": {"available": False, "alpha": 0.1, "reason": reason}}
     msp = dataclasses.replace(demo_prediction, maps={})  # regions from 1 - max p: not what the curve was fitted on
-    assert (
-        "holds for regions drawn from error_probability"
-        in guarantee_record(bundled_package, msp, 0.1, DEFAULT_THRESHOLD, [])["review"]["reason"]
-    )
+    record = guarantee_record(bundled_package, msp, 0.1, DEFAULT_THRESHOLD, [])
+    assert "holds for regions drawn from error_probability" in record["review"]["reason"]
+    assert "structure" not in record  # fitted on the head's probabilities, not on these
+    assert "structure" in guarantee_record(bundled_package, demo_prediction, 0.1, DEFAULT_THRESHOLD, [])
     with pytest.raises(InputError, match="alpha"):
         ReviewSettings(alpha=0.0)
 
