@@ -211,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list the model packages (bundled and given) with their cards")
     models.add_argument("packages", nargs="*", help="further model package folders to describe")
     models.add_argument("--json", action="store_true", help="print the summaries as JSON")
+    models.add_argument(
+        "--discover",
+        action="store_true",
+        help="list the models installed where nnU-Net ($nnUNet_results), TotalSegmentator and MONAI keep theirs, "
+        "by the names --model takes",
+    )
     _progress_option(models)
 
     demo = commands.add_parser("demo", help="run predict on the bundled sample chest CT")
@@ -493,6 +499,8 @@ def _demo(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
 def _models(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     from .model.catalog import list_models
 
+    if args.discover:
+        return _discovered(args)
     summaries = list_models(args.packages)
     if args.json:
         print(json.dumps(summaries, indent=2, allow_nan=False))
@@ -505,6 +513,29 @@ def _models(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
             if item["description"]:
                 print(f"  {item['description']}")
     return {"models": [item["name"] for item in summaries]}
+
+
+def _discovered(args: argparse.Namespace) -> dict[str, Any]:
+    from .model.catalog import installed_problem
+    from .model.discovery import discover, monai_bundles, nnunet_results, totalsegmentator_weights
+
+    rows = [
+        {"name": m.name, "aliases": list(m.aliases), "source": m.source, "path": str(m.path)}
+        | {"problem": installed_problem(m)}
+        for m in discover()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2, allow_nan=False))
+    else:
+        searched = [nnunet_results() or "$nnUNet_results (not set)", totalsegmentator_weights(), monai_bundles()]
+        print("searched: " + "; ".join(map(str, searched)))
+        for row in rows:
+            aliases = f"  (also: {', '.join(row['aliases'])})" if row["aliases"] else ""
+            print(f"{row['name']}{aliases}\n  {row['path']}")
+            print(f"  {'ready for --model' if row['problem'] is None else 'not runnable here: ' + row['problem']}")
+        if not rows:
+            print("no installed models found")
+    return {"models": [row["name"] for row in rows]}
 
 
 def _prepare(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:

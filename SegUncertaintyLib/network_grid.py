@@ -10,6 +10,9 @@ A card's ``inference.frame`` says in which axes the network sees the patient:
   network's outputs come back onto the input grid the same way.
 - ``"voxel"``: the input's own voxel axes, resized to the card's spacing, as nnU-Net runs its models
   (cards made from nnU-Net folders say so).
+- ``"RAS"``: the input's voxel axes permuted and flipped as nibabel's ``as_closest_canonical`` does
+  (no resampling), in ITK's array order (Superior, Anterior, Right), resized to the card's spacing:
+  as TotalSegmentator hands its images to nnU-Net (cards of its networks say so).
 
 Whole-volume models (``inference.mode`` ``"whole"``) run on the whole box resized to the card's
 ``inference.shape``, in the voxel axes or, with ``inference.orientation`` ``"RAS"``, permuted and
@@ -34,6 +37,7 @@ from .preprocess import determined_box, resize, resize_box
 from .volume import Geometry
 
 Box = tuple[slice, slice, slice]
+FRAMES = ("LPS", "voxel", "RAS")  # the sliding-window frames (see the module text)
 
 # Below this difference from the frame's axes (cosine), a grid counts as aligned with them: 1e-4 is
 # at most 0.05 mm over a 500 mm field of view, and NRRD and DICOM round trips leave about 1e-16 to 1e-6.
@@ -48,8 +52,8 @@ def frame_of(package: ModelPackage) -> str:
     if inference.mode == "whole":
         return "whole"
     frame = inference.frame
-    if frame not in ("LPS", "voxel"):
-        raise ModelError(f"model {package.card.name!r}: unknown inference.frame {frame!r} (known: LPS, voxel)")
+    if frame not in FRAMES:
+        raise ModelError(f"model {package.card.name!r}: unknown inference.frame {frame!r} (known: {', '.join(FRAMES)})")
     return frame
 
 
@@ -85,6 +89,9 @@ class NetworkGrid:
         spacing = package.card.target_spacing_mm
         if frame == "voxel":
             return cls(source, source.resampled(spacing))
+        if frame == "RAS":
+            storage = canonical_order(source)
+            return cls(source, storage.geometry(source).resampled(spacing), storage=storage)
         try:
             storage = AxisOrder.for_geometry(source, "LPS")
         except InputError:  # 45 degrees between two axes: the resampling below does not need an order
@@ -154,6 +161,16 @@ class NetworkGrid:
             _, values = resize_box(crop, start, self.geometry.shape, oriented_shape)
             return self.storage.from_network(values)
         return _resample(crop, self.geometry.cropped(crop_box), self.source.cropped(input_box))
+
+
+def canonical_order(source: Geometry) -> AxisOrder:
+    """The order that brings ``source``'s array to nibabel's ``as_closest_canonical`` axes, kept in
+    ITK's ``(k, j, i)`` order: first axis Superior, then Anterior, then Right.
+
+    The same axes as the patient's LPS order ``(S, P, L)``, with the last two reversed.
+    """
+    lps = AxisOrder.for_geometry(source, "LPS")
+    return AxisOrder(lps.permutation, (lps.flips[0], not lps.flips[1], not lps.flips[2]))
 
 
 def covering_grid(source: Geometry, spacing: tuple[float, float, float]) -> Geometry:

@@ -14,6 +14,7 @@ from pathlib import Path
 from .dependencies import is_installed
 from .errors import InputError, ModelError, OutputError, SegUncertaintyError
 from .file_kinds import READABLE_SUFFIXES, is_dicom_file, is_dicom_folder, suffix
+from .model.discovery import find, is_discovered_name
 from .model.package import CARD_NAME, NETWORK_SUFFIXES, check_card_files, distribution_requirements, load_package
 
 FORMATS = "NRRD (.nrrd, .nhdr), NIfTI (.nii, .nii.gz), MetaImage (.mha, .mhd) or a DICOM series folder"
@@ -77,6 +78,8 @@ def check_model(name_or_path: str | os.PathLike | None, *, complete: bool = True
     if name_or_path is not None and Path(name_or_path).suffix in NETWORK_SUFFIXES and Path(name_or_path).is_file():
         return
     folder = Path(name_or_path) if name_or_path is not None else None
+    if name_or_path is not None and is_discovered_name(str(name_or_path)):
+        folder = find(str(name_or_path))  # an installed model: its folder, found without loading anything
     if folder is not None and folder.is_dir() and not (folder / CARD_NAME).is_file():
         if (folder / "plans.json").is_file():
             require("dynamic_network_architectures", "an nnU-Net folder", "--no-deps dynamic-network-architectures")

@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import ModelError
 
 CARD_FORMAT = "seguncertainty-model/1"
+CARD_NAME = "model.json"  # the card's file in a package folder
 HEAD_FILE = "head.safetensors"  # the SegWithU head (see segwithu.package)
 QUALITY_NET_FILE = "quality_net.safetensors"  # the quality network (see quality.package)
 
@@ -36,8 +37,9 @@ class InferenceSettings:
             ``"whole"`` (the whole volume resized to ``shape``, one pass).
         overlap: fraction of a window shared with its neighbour along each axis, in ``[0, 1)``.
         sw_batch_size: windows per forward pass.
-        frame: sliding-window models' network frame: ``"LPS"`` (the patient's axes) or ``"voxel"``
-            (the stored array's axes, as nnU-Net); see :mod:`..network_grid`.
+        frame: sliding-window models' network frame: ``"LPS"`` (the patient's axes), ``"voxel"``
+            (the stored array's axes, as nnU-Net) or ``"RAS"`` (the stored axes made nibabel's
+            closest canonical, as TotalSegmentator runs nnU-Net); see :mod:`..network_grid`.
         shape: whole-volume models' network input ``(D, H, W)``, in ``orientation``'s axes.
         orientation: whole-volume models' axis order (``"RAS"``, ...); None keeps the stored order.
         crop: two-stage models' locating network (``architecture``, ``shape``, ``threshold``,

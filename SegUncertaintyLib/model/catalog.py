@@ -6,6 +6,7 @@ from typing import Any
 
 from ..errors import SegUncertaintyError
 from ..resources import bundled_models
+from .discovery import FoundModel
 from .package import ModelPackage, load_package
 
 
@@ -54,3 +55,17 @@ def describe(package: ModelPackage) -> dict[str, Any]:
 def list_models(extra: list[str] | None = None) -> list[dict[str, Any]]:
     """Summaries of the bundled packages and of the package folders in ``extra``."""
     return [describe(load_package(path)) for path in [*bundled_models().values(), *(extra or [])]]
+
+
+def installed_problem(model: FoundModel) -> str | None:
+    """Why an installed model (:func:`.discovery.discover`) cannot be run here, or None: what was
+    found without loading anything, else what reading its nnU-Net plans finds (this imports torch)."""
+    if model.problem is not None or model.source == "monai":
+        return model.problem
+    from .nnunet import nnunet_card
+
+    try:
+        nnunet_card(model.path)
+    except SegUncertaintyError as exc:
+        return str(exc)
+    return None

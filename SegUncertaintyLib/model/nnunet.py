@@ -26,21 +26,13 @@ from torch import nn
 
 from ..errors import ModelError
 from .card import CARD_FORMAT, ModelCard, ModelPackage
+from .discovery import CHECKPOINT, is_nnunet_folder  # noqa: F401  (nnU-Net's layout, read torch-free there)
+from .totalsegmentator import network_problem, task_of
 
 NNUNET = "nnUNet"
-CHECKPOINT = "checkpoint_final.pth"
 # where network classes and their building blocks may come from (the plans name them as strings)
 NETWORK_MODULES = ("dynamic_network_architectures.",)
 BLOCK_MODULES = ("torch.nn.",)
-
-
-def is_nnunet_folder(folder: Path) -> bool:
-    """True for an nnU-Net v2 trained-model folder (plans, dataset and at least one fold's final checkpoint)."""
-    return (
-        (folder / "plans.json").is_file()
-        and (folder / "dataset.json").is_file()
-        and any(folder.glob(f"fold_*/{CHECKPOINT}"))
-    )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -87,6 +79,9 @@ def nnunet_card(folder: Path, fold: int | None = None) -> ModelCard:
     Raises:
         ModelError: the folder is incomplete or uses what the engine cannot reproduce.
     """
+    problem = network_problem(folder.parent.name)  # a TotalSegmentator network that needs a crop first
+    if problem is not None:
+        raise ModelError(f"{folder}: {problem}")
     plans = _read_json(folder / "plans.json")
     dataset = _read_json(folder / "dataset.json")
     name = _configuration_name(folder, plans)
@@ -112,6 +107,7 @@ def nnunet_card(folder: Path, fold: int | None = None) -> ModelCard:
         for s in range(max(0, depth - 4), depth - 1)
     ]
     spacing_kji = configuration["spacing"]
+    task = task_of(folder.parent.name)
     return ModelCard.from_dict(
         {
             "format": CARD_FORMAT,
@@ -131,14 +127,24 @@ def nnunet_card(folder: Path, fold: int | None = None) -> ModelCard:
             "target_spacing_mm": list(reversed(spacing_kji)),
             "patch_size": configuration["patch_size"],
             "normalization": _normalization(plans, configuration),
-            "description": f"nnU-Net v2 model {folder.parent.name}/{folder.name}, fold {fold}",
-            # nnU-Net runs its networks in the voxel axes of the stored image, as it trained them
-            "inference": {"overlap": 0.5, "sw_batch_size": 1, "frame": "voxel"},
+            "description": f"nnU-Net v2 model {folder.parent.name}/{folder.name}, fold {fold}"
+            + (f" (TotalSegmentator's {task})" if task else ""),
+            "inference": _inference(task),
             "taps": taps,
             "training": {"source": "nnU-Net v2 trained-model folder", "folder": str(folder.resolve())},
         },
         source=str(folder),
     )
+
+
+def _inference(task: str | None) -> dict[str, Any]:
+    """How to run the network: as nnU-Net does, in the stored image's voxel axes, half-window steps;
+    a TotalSegmentator network as TotalSegmentator does, on the closest canonical (RAS) axes, and
+    with 0.8-window steps for its total tasks."""
+    if task is None:
+        return {"overlap": 0.5, "sw_batch_size": 1, "frame": "voxel"}
+    family = task.removesuffix("_fastest").removesuffix("_fast")
+    return {"overlap": 0.2 if family in ("total", "total_v3", "total_mr") else 0.5, "sw_batch_size": 1, "frame": "RAS"}
 
 
 def _locate(dotted: str, allowed: tuple[str, ...]) -> Any:

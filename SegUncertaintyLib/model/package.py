@@ -15,9 +15,8 @@ from typing import Any
 from ..errors import ModelError
 from ..fsutil import atomic_write
 from ..resources import bundled_models
-from .card import ModelCard, ModelPackage
+from .card import CARD_NAME, ModelCard, ModelPackage
 
-CARD_NAME = "model.json"
 BACKBONE_FILE = "backbone.safetensors"
 REPLAY_FILE = "replay.safetensors"  # the fragility search's replay set (see fragility.replay)
 SECTION_FILES = ("head", "quality", "replay")  # the card's sections that name a file of the package
@@ -28,9 +27,15 @@ NETWORK_SUFFIXES = (".pt", ".pth", ".ts", ".jit")
 
 
 def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
-    """Folder of a model package from a bundled name (``"lidc-nodule"``) or a path; None gives the default."""
+    """Folder of a model package from a bundled name (``"lidc-nodule"``), an installed model's name
+    (``nnunet:Dataset001_X``, ``totalsegmentator:...``, ``monai:...``, see :mod:`.discovery`) or a
+    path; None gives the default."""
     if name_or_path is None:
         name_or_path = DEFAULT_MODEL
+    from .discovery import find, is_discovered_name
+
+    if is_discovered_name(str(name_or_path)):
+        return find(str(name_or_path))
     candidate = Path(name_or_path)
     if candidate.is_dir():
         return candidate
@@ -129,9 +134,11 @@ def load_package(name_or_path: str | os.PathLike | None = None) -> ModelPackage:
     folder = resolve_model(name_or_path)
     card_path = folder / CARD_NAME
     if not card_path.is_file():
-        from .nnunet import is_nnunet_folder, nnunet_card  # here: it imports torch, reading a card does not
+        from .discovery import is_nnunet_folder
 
         if is_nnunet_folder(folder):  # read as is; train-head adds a model.json beside it
+            from .nnunet import nnunet_card  # here: it imports torch, reading a card does not
+
             return ModelPackage(path=folder, card=nnunet_card(folder))
         raise ModelError(f"{folder} is not a model package: {CARD_NAME} is missing")
     return ModelPackage(path=folder, card=_read_card(card_path))
