@@ -151,7 +151,7 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SegUncertaintyLogic()
 
-        for name in self.logic.bundledModels():
+        for name in self.logic.availableModels():
             self.ui.modelComboBox.addItem(name, name)
         self.ui.progressBar.setVisible(False)
         self.ui.correctionFrame.setVisible(False)
@@ -547,6 +547,15 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
         from SegUncertaintyLib.resources import bundled_models
 
         return sorted(bundled_models())
+
+    @classmethod
+    def availableModels(cls):
+        """The bundled models, then those installed for nnU-Net, TotalSegmentator and MONAI that can run
+        here, each by the shortest name ``--model`` takes (found without loading anything)."""
+        from SegUncertaintyLib.model.discovery import discover
+
+        installed = [(m.aliases or (m.name,))[0] for m in discover() if m.problem is None]
+        return cls.bundledModels() + installed
 
     @staticmethod
     def fragilityUnavailable(model):

@@ -142,3 +142,15 @@ def test_a_scan_the_model_was_not_made_for_is_called_so_in_the_panel(module):
     text = logic.volumesText()
     assert "OUTSIDE what this model was trained on" in text and "Hounsfield" in text
     assert "needs review" in text and "likely acceptable" not in text
+
+
+def test_the_model_menu_offers_the_models_installed_for_nnunet(module, tmp_path, monkeypatch):
+    import shutil
+
+    tiny = Path(__file__).parent / "data" / "nnunet-lidc-tiny" / "Dataset901_LIDCNodule"
+    shutil.copytree(tiny, tmp_path / "results" / "Dataset901_LIDCNodule")
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    logic = module.SegUncertaintyLogic()
+    assert logic.availableModels() == [*logic.bundledModels(), "nnunet:Dataset901_LIDCNodule"]
+    assert logic.fragilityUnavailable("nnunet:Dataset901_LIDCNodule").startswith("Not available for Dataset901")
