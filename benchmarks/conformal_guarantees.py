@@ -41,7 +41,7 @@ from SegUncertaintyLib.predict_folder import review_regions
 from SegUncertaintyLib.predictor import Predictor
 from SegUncertaintyLib.quality.package import load_quality
 from SegUncertaintyLib.quality.training import BAD_DICE, cross_validated_estimates, record_of, triage_rule
-from SegUncertaintyLib.quality.volume import VolumeEvidence
+from SegUncertaintyLib.quality.volume import VolumeEvidence, share_inside
 from SegUncertaintyLib.review.regions import DEFAULT_THRESHOLD
 
 ALPHAS = (0.05, 0.1, 0.2)
@@ -102,8 +102,7 @@ def realised(fit: dict, test: dict, fit_estimates: np.ndarray, test_estimates: n
     out["volume"] = None
     if scale is not None:
         intervals = [evidence(v).conformal_interval(scale) for v in test["volume"]]
-        inside = [[lo <= x <= hi for x in r] for (lo, hi), r in zip(intervals, test["raters"], strict=True)]
-        out["volume"] = {"scale": scale, "coverage": float(np.mean(inside))}
+        out["volume"] = {"scale": scale, "coverage": share_inside(intervals, test["raters"])}
     for delta in DELTAS:
         _, bound = triage_rule(fit_estimates, fit["dice"], delta, EPSILON)
         if bound is None:

@@ -35,7 +35,7 @@ from ..segwithu.package import has_head
 from .features import case_features
 from .package import NET_FILE
 from .predictor import fit_linear, fit_net, net_input, predict_net
-from .volume import VolumeEvidence, coverage, fit_scale, mean_crps
+from .volume import VolumeEvidence, coverage, fit_scale, mean_crps, share_inside
 
 BAD_DICE = 0.7  # a case below this Dice "needs a human" in the AUROC of the worst cases
 
@@ -359,12 +359,8 @@ def realised_guarantees(
             figures[f"{name}_threshold"] = control.threshold
             figures[f"{name}_missed"] = round(float(np.mean([c[j] for c in curves])), 4)
     if section.volume_scale_90 is not None:
-        inside = [
-            [low <= v <= high for v in r.rater_volumes_ml]
-            for r in test
-            for low, high in [r.volume.conformal_interval(section.volume_scale_90)]
-        ]
-        figures["volume_coverage_90"] = round(float(np.mean(inside)), 4)
+        intervals = [r.volume.conformal_interval(section.volume_scale_90) for r in test]
+        figures["volume_coverage_90"] = round(share_inside(intervals, [r.rater_volumes_ml for r in test]), 4)
     if section.triage is not None:
         accepted = estimated >= section.triage["accept_from"]
         bad = np.array([r.dice for r in test]) < BAD_DICE

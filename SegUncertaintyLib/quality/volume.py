@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtri
 
+from ..metrics import gaussian_crps
+
 LEVELS = (0.75, 0.25)
 SLAB_VOXELS = 2**22  # float64 sums over a volume run slab by slab: a CT's copy would be 630 MB
 
@@ -43,10 +45,7 @@ class VolumeForecast:
 
     def crps(self, observed_ml: float) -> float:
         """CRPS of the forecast for an observed volume (closed form for a Gaussian), mL; lower is better."""
-        z = (observed_ml - self.mean_ml) / self.sd_ml
-        pdf = math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-        cdf = 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
-        return self.sd_ml * (z * (2.0 * cdf - 1.0) + 2.0 * pdf - 1.0 / math.sqrt(math.pi))
+        return float(gaussian_crps(observed_ml, self.mean_ml, self.sd_ml))
 
 
 @dataclass(frozen=True)
@@ -94,18 +93,27 @@ class VolumeEvidence:
 
 
 def mean_crps(forecasts: Sequence[VolumeForecast], rater_volumes: Sequence[Sequence[float]]) -> float:
-    """Mean over cases of the mean over raters of the CRPS, mL."""
-    pairs = zip(forecasts, rater_volumes, strict=True)
-    return float(np.mean([np.mean([f.crps(v) for v in raters]) for f, raters in pairs]))
+    """Mean over cases of the mean over raters of the CRPS, mL (every rater's score in one call)."""
+    observed, mean, sd, weight = [], [], [], []
+    for forecast, raters in zip(forecasts, rater_volumes, strict=True):
+        observed += list(raters)
+        mean += [forecast.mean_ml] * len(raters)
+        sd += [forecast.sd_ml] * len(raters)
+        weight += [1.0 / len(raters)] * len(raters)
+    return float(np.dot(gaussian_crps(np.array(observed), np.array(mean), np.array(sd)), weight) / len(forecasts))
 
 
 def coverage(
     forecasts: Sequence[VolumeForecast], rater_volumes: Sequence[Sequence[float]], level: float = 0.9
 ) -> float:
     """Share of the raters' volumes (all cases pooled) inside each forecast's ``level`` central interval."""
+    return share_inside([f.interval(level) for f in forecasts], rater_volumes)
+
+
+def share_inside(intervals: Sequence[tuple[float, float]], rater_volumes: Sequence[Sequence[float]]) -> float:
+    """Share of the raters' volumes (all cases pooled) inside their case's ``(low, high)`` interval, mL."""
     inside = []
-    for forecast, raters in zip(forecasts, rater_volumes, strict=True):
-        low, high = forecast.interval(level)
+    for (low, high), raters in zip(intervals, rater_volumes, strict=True):
         inside += [low <= v <= high for v in raters]
     return float(np.mean(inside))
 
