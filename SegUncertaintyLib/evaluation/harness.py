@@ -98,8 +98,8 @@ class Evaluation:
         methods: the methods, in the order asked for.
         case_rows: one dict per (case, method): case metrics and ``<score>/<metric>`` entries.
         calibration: method -> pooled roi :class:`CalibrationBins` (top-label).
-        confidence: method -> pooled roi top-label confidences and whether each voxel is correct
-            (as ``scores`` and ``errors``; for the equal-mass bins of the adaptive ECE).
+        confidence: method -> pooled roi top-label confidences (as ``scores``) and errors (for the
+            equal-mass bins of the adaptive ECE, which need every voxel).
         pooled: ``(method, score)`` -> pooled roi scores and errors.
         seconds: method -> wall time summed over cases (a shared single pass counted for each).
         forward_passes: method -> whole-volume backbone passes per case.
@@ -123,7 +123,7 @@ class Evaluation:
         for method, (confidence, correct) in case.calibration.items():
             self.calibration[method].add(confidence, correct)
             self.confidence[method].scores.append(confidence)
-            self.confidence[method].errors.append(correct)
+            self.confidence[method].errors.append(~correct)
         for key, (scores, errors) in case.pooled.items():
             self.pooled[key].scores.append(scores)
             self.pooled[key].errors.append(errors)

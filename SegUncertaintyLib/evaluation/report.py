@@ -66,7 +66,8 @@ def method_table(evaluation: Evaluation) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"method": method}
         for key, _, how in METHOD_COLUMNS:
             if key == "ace":
-                entry[key] = adaptive_calibration_error(*evaluation.confidence[method].arrays())
+                confidence, errors = evaluation.confidence[method].arrays()
+                entry[key] = adaptive_calibration_error(confidence, ~errors)
             elif how == "pooled":
                 entry[key] = evaluation.calibration[method].ece()
             elif how == "roi-weighted" and with_roi:
