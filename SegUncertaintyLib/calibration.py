@@ -137,8 +137,9 @@ class LogitScaling:
             da, db = (du * z).sum(axis=1), du.sum(axis=1)
             return value, (np.array([da.sum()]) if not per_class else np.r_[da, db[1:]])
 
-        start = np.ones(1) if not per_class else np.r_[np.ones(classes), np.zeros(classes - 1)]
-        bounds = [(1e-3, 1e3)] * (1 if not per_class else classes) + [(None, None)] * (classes - 1 if per_class else 0)
+        scales, biases = (classes, classes - 1) if per_class else (1, 0)
+        start = np.r_[np.ones(scales), np.zeros(biases)]
+        bounds = [(1e-3, 1e3)] * scales + [(None, None)] * biases
         result = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds)
         a, b = unpack(result.x)
         return cls(tuple(float(v) for v in a), tuple(float(v) for v in b))
