@@ -13,7 +13,8 @@ from SegUncertaintyLib.errors import ModelError
 from SegUncertaintyLib.inference import predict_volume
 from SegUncertaintyLib.io import read_volume
 from SegUncertaintyLib.model.backbones import FeatureTaps, load_backbone
-from SegUncertaintyLib.model.nnunet import is_nnunet_folder, read_checkpoint
+from SegUncertaintyLib.model.discovery import is_nnunet_folder
+from SegUncertaintyLib.model.nnunet import read_checkpoint
 from SegUncertaintyLib.model.package import load_package
 from SegUncertaintyLib.resources import sample_path
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import ModelError
 from .card import CARD_FORMAT, ModelCard, ModelPackage
-from .discovery import CHECKPOINT, is_nnunet_folder  # noqa: F401  (nnU-Net's layout, read torch-free there)
+from .discovery import CHECKPOINT
 from .totalsegmentator import network_problem, task_of
 
 NNUNET = "nnUNet"
