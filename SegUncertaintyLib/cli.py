@@ -308,10 +308,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     head = commands.add_parser("train-head", help="train the SegWithU uncertainty head on a frozen backbone")
     head.add_argument("--model", required=True, help="model package folder (or bundled name) to add the head to")
-    head.add_argument(
+    head_source = head.add_mutually_exclusive_group()
+    head_source.add_argument(
         "--data",
         choices=("lidc", "mni152", "brains"),
         help="data set; its calibration split is used (default: lidc; brains for deepbet)",
+    )
+    head_source.add_argument(
+        "--images",
+        type=Path,
+        help="a folder of your own unlabelled volumes: the head learns where the model disagrees with itself "
+        "on corrupted copies (no label is used)",
+    )
+    head_source.add_argument(
+        "--from-reviews",
+        type=Path,
+        help="a folder holding review sessions (searched recursively): the package's head goes on learning "
+        "from the segmentations as the reviewers corrected them",
     )
     head.add_argument("--cache-dir", type=Path, default=None)
     head.add_argument("--max-epochs", type=int, help="upper bound on epochs (default: 100)")
@@ -599,6 +612,8 @@ def _train_head(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     from .segwithu.training import HeadTrainingConfig, train_head
 
     config = HeadTrainingConfig(**given_options(args, HEAD_OPTIONS))
+    if args.images is not None or args.from_reviews is not None:
+        return _train_head_on_scans(args, config, progress)
     progress.stages = {"load": 0.02, "train": 0.78, "validate": 0.05, "evaluate": 0.15}
     section = train_head(args.model, config, args.cache_dir, args.device, args.command_line, progress)
     if _talks(args):
@@ -610,6 +625,36 @@ def _train_head(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
             file=sys.stderr,
         )
     return {"package": str(args.model)}
+
+
+def _train_head_on_scans(args: argparse.Namespace, config: Any, progress: Progress) -> dict[str, Any]:
+    from .segwithu.scan_training import train_head_on_scans
+    from .segwithu.scans import read_reviews, read_scans
+
+    progress.stages = {"load": 0.1, "train": 0.9}
+    if args.images is not None:
+        scans, skipped = read_scans(args.images, progress)
+    else:
+        scans, skipped = read_reviews(args.from_reviews, progress)
+    section = train_head_on_scans(args.model, scans, config, args.device, args.command_line, progress, skipped)
+    if _talks(args):
+        for name, reason in skipped.items():
+            print(f"left out {name}: {reason}", file=sys.stderr)
+        figures = section["validation"]
+        print(
+            f"head trained on {len(scans)} scan(s) in {section['training']['seconds']:.0f} s "
+            f"({section['training']['epochs']} epochs); validation patches: ranking AUROC "
+            f"{figures['auroc_ranking']:.4f} (max-softmax {figures['auroc_max_softmax']:.4f}) against "
+            f"{section['training']['data']['reference']}",
+            file=sys.stderr,
+        )
+        if section["removed"]:
+            print(
+                f"removed the card's {' and '.join(section['removed'])} section(s), fitted on the previous head: "
+                "refit them with seguncertainty train-quality",
+                file=sys.stderr,
+            )
+    return {"package": str(args.model), "removed": section["removed"]}
 
 
 def _evaluate(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:

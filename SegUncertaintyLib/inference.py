@@ -186,6 +186,18 @@ def _output_device(compute: torch.device, voxels: int, channels: int) -> torch.d
     return torch.device("cpu")
 
 
+def labels_on_network_grid(
+    labels: np.ndarray, grid: NetworkGrid, num_classes: int, device: torch.device
+) -> torch.Tensor:
+    """``(D, H, W)`` uint8: a ``(k, j, i)`` label map brought onto the network's grid, class by class.
+
+    Each class's indicator is resampled as the image is (:meth:`NetworkGrid.to_network`) and the
+    largest wins, so that no label between two classes is invented by interpolating label values.
+    """
+    one_hot = torch.from_numpy(np.eye(num_classes, dtype=np.float32)[labels]).movedim(-1, 0)
+    return argmax_labels(grid.to_network(one_hot.to(device)))
+
+
 def argmax_labels(scores: torch.Tensor, slab: int = 16) -> torch.Tensor:
     """``(k, j, i)`` uint8 argmax over the class axis of ``(C, k, j, i)`` probabilities (or logits).
 

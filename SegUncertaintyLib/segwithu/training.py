@@ -14,11 +14,12 @@ validates on other acquisitions (:mod:`.whole_volume`); held-out subjects are th
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,14 @@ from ..calibration import fit_logistic
 from ..data.cases import Case
 from ..data.datasets import dataset_spec, load_dataset_cases
 from ..errors import DataError, ModelError, SegUncertaintyError
-from ..inference import predict_volume, resolve_device, whole_volume
+from ..inference import (
+    argmax_labels,
+    labels_on_network_grid,
+    predict_volume,
+    prepare_image,
+    resolve_device,
+    whole_volume,
+)
 from ..metrics import aurc, auroc, expected_calibration_error
 from ..model.backbones import FeatureTaps, load_backbone, write_weights
 from ..model.card import HeadSection
@@ -42,6 +50,8 @@ from ..uncertainty import max_softmax_uncertainty
 from .losses import LossWeights, head_loss
 from .network import HeadConfig, SegWithUHead
 from .package import HEAD_FILE
+from .scans import Scan
+from .self_targets import Corruptions, SelfLabeller
 from .whole_volume import CropSampler, augmented_views, stack_crops
 
 
@@ -70,6 +80,8 @@ class HeadTrainingConfig:
     validation_acquisitions: int = 1
     crop: int = 96
     losses: LossWeights = field(default_factory=LossWeights)
+    # unlabelled scans: the perturbations whose disagreement is the target (see .self_targets)
+    corruptions: Corruptions = field(default_factory=Corruptions)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
@@ -108,11 +120,11 @@ def backbone_outputs(
     return logits, [taps.features[name] for name in tap_names]
 
 
-def _validation_batch(images: list[np.ndarray], cases: list[Case], patch: tuple[int, int, int]) -> tuple:
-    """One fixed patch per case, centred on its consensus foreground (or its middle)."""
+def _validation_batch(images: list[np.ndarray], references: list[np.ndarray], patch: tuple[int, int, int]) -> tuple:
+    """One fixed patch per image, centred on its reference's foreground (or its middle)."""
     xs, ys = [], []
-    for image, case in zip(images, cases, strict=True):
-        labels = np.asarray(case.majority, np.int64)
+    for image, reference in zip(images, references, strict=True):
+        labels = np.asarray(reference, np.int64)
         foreground = np.argwhere(labels > 0)
         centre = foreground.mean(axis=0).round().astype(int) if len(foreground) else np.array(labels.shape) // 2
         x, y = centred_patch(image, labels, centre, patch)
@@ -263,12 +275,21 @@ def train_head(
     Returns:
         The card's new ``head`` section.
     """
+    with deterministic():
+        return _train_head(model, config, cache_dir, device, command, progress)
+
+
+@contextlib.contextmanager
+def deterministic() -> Iterator[None]:
+    """Deterministic algorithms while the head trains, the previous setting restored afterwards.
+
+    The pairwise loss gathers with repeated indices; its backward only sums them in a fixed order
+    in deterministic mode (on a GPU a few ops have no deterministic kernel: they warn instead).
+    """
     previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    # The pairwise loss gathers with repeated indices; its backward only sums them in a fixed order
-    # in deterministic mode (on a GPU a few ops have no deterministic kernel: they warn instead).
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _train_head(model, config, cache_dir, device, command, progress)
+        yield
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
@@ -293,62 +314,101 @@ def _fit_on_patches(
     package: ModelPackage,
     backbone: nn.Module,
     head: SegWithUHead,
-    cases: list[Case],
+    cases: list[Case | Scan],
     config: HeadTrainingConfig,
     dev: torch.device,
     rng: np.random.Generator,
     report: Progress,
-) -> tuple[FitResult, list[Case], dict]:
-    """A sliding-window model: patches of the fit cases through the frozen backbone at every step."""
-    card = package.card
-    for case in cases:
-        if not np.allclose(case.geometry.spacing, card.target_spacing_mm, atol=1e-3):
-            raise DataError(f"case {case.case_id} is not on the model's {card.target_spacing_mm} mm grid")
+    labeller: SelfLabeller | None = None,
+) -> tuple[FitResult, list[Case | Scan], dict, list[Batch]]:
+    """A sliding-window model: patches of the fit cases through the frozen backbone at every step.
+
+    The patches' labels are the reference's, or, with ``labeller``, the backbone's own on a
+    corrupted copy drawn at every step (the reference, then the backbone's prediction, only centres
+    the patches).
+    """
     fit_cases, validation_cases = split_by_patient(cases, config.validation_fraction, config.seed)
-    images = {c.case_id: normalize_intensities(c.image, card.normalization) for c in cases}
+    arrays = {c.case_id: _network_arrays(c, package, backbone, dev) for c in cases}
     sampler = PatchSampler(
-        [images[c.case_id] for c in fit_cases],
-        [np.asarray(c.majority, np.uint8)[None] for c in fit_cases],
-        card.patch_size,
+        [arrays[c.case_id][0] for c in fit_cases],
+        [arrays[c.case_id][1][None] for c in fit_cases],
+        tuple(package.card.patch_size),
         config.foreground_fraction,
         rng,
         augment=False,  # the head must learn the backbone's errors on images as they come
     )
-    val_x, val_y = _validation_batch([images[c.case_id] for c in validation_cases], validation_cases, card.patch_size)
+    val_x, val_y = _validation_batch(
+        [arrays[c.case_id][0] for c in validation_cases],
+        [arrays[c.case_id][1] for c in validation_cases],
+        tuple(package.card.patch_size),
+    )
     report("load", 1.0, f"{len(fit_cases)} fit / {len(validation_cases)} validation cases")
+    validation_labeller = None if labeller is None else SelfLabeller(backbone, labeller.corruptions, config.seed + 1)
+
+    def batch(x: torch.Tensor, y: torch.Tensor, label: SelfLabeller | None) -> Batch:
+        x = x.to(dev)
+        return (*backbone_outputs(backbone, head.tap_names, x), y.to(dev) if label is None else label(x))
 
     def draw() -> Batch:
         x, y = sampler.sample(config.batch_size)
-        return (*backbone_outputs(backbone, head.tap_names, x.to(dev)), y[:, 0].to(dev))
+        return batch(x, y[:, 0], labeller)
 
     validation_batches = [
-        (*backbone_outputs(backbone, head.tap_names, val_x[n : n + config.batch_size].to(dev)),
-         val_y[n : n + config.batch_size].to(dev))
+        batch(val_x[n : n + config.batch_size], val_y[n : n + config.batch_size], validation_labeller)
         for n in range(0, len(val_x), config.batch_size)
-    ]  # fmt: skip
+    ]
     fit = _fit_head(head, draw, validation_batches, config, math.ceil(len(fit_cases) / config.batch_size), report)
-    return fit, validation_cases, {"fit_cases": len(fit_cases), "validation_cases": len(validation_cases)}
+    data = {"fit_cases": len(fit_cases), "validation_cases": len(validation_cases)}
+    return fit, validation_cases, data, validation_batches
+
+
+def _network_arrays(
+    case: Case | Scan, package: ModelPackage, backbone: nn.Module, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(D, H, W)`` float32 normalised image and uint8 labels on the network's grid.
+
+    A data set's case is on the model grid already: its image is normalised and its labels are the
+    consensus. A scan is brought onto the grid as inference brings it; its labels are its
+    reference's, or the backbone's own prediction for an unlabelled scan.
+    """
+    card = package.card
+    if isinstance(case, Case):
+        if not np.allclose(case.geometry.spacing, card.target_spacing_mm, atol=1e-3):
+            raise DataError(f"case {case.case_id} is not on the model's {card.target_spacing_mm} mm grid")
+        return normalize_intensities(case.image, card.normalization), np.asarray(case.majority, np.uint8)
+    volume = case.volume
+    image, grid = prepare_image(volume, package, device, Progress())
+    if case.labels is not None:
+        labels = labels_on_network_grid(case.labels, grid, card.num_classes, device)
+    else:
+        logits = predict_volume(volume, package, network=backbone, device=device, locate=False).logits
+        labels = argmax_labels(logits)
+    return image[0].cpu().numpy(), labels.cpu().numpy()
 
 
 def _fit_on_whole_volumes(
     package: ModelPackage,
     backbone: nn.Module,
     head: SegWithUHead,
-    cases: list[Case],
+    cases: list[Case | Scan],
     config: HeadTrainingConfig,
     dev: torch.device,
     rng: np.random.Generator,
     report: Progress,
-) -> tuple[FitResult, list[Case], dict]:
+    labeller: SelfLabeller | None = None,
+) -> tuple[FitResult, list[Case | Scan], dict, list[Batch]]:
     """A whole-volume model: crops of cached passes over new acquisitions of every case (see :mod:`.whole_volume`).
 
     Validation uses other acquisitions of the same subjects (new scans, same anatomy); a held-out
     subject is what a leave-one-subject-out evaluation measures (``benchmarks/brain_uncertainty.py``).
+    With ``labeller``, an unlabelled scan's acquisition is labelled by one corrupted pass of the
+    backbone, drawn once and cached with the view.
     """
     taps = head.tap_names
-    views, _ = augmented_views(cases, config.acquisitions, package, backbone, taps, dev, rng, report)
+    views, _ = augmented_views(cases, config.acquisitions, package, backbone, taps, dev, rng, report, labeller=labeller)
+    validation_labeller = None if labeller is None else SelfLabeller(backbone, labeller.corruptions, config.seed + 1)
     validation_views, validation_cases = augmented_views(
-        cases, config.validation_acquisitions, package, backbone, taps, dev, rng
+        cases, config.validation_acquisitions, package, backbone, taps, dev, rng, labeller=validation_labeller
     )
     sampler = CropSampler(views, config.crop, config.foreground_fraction, rng)
     fixed = CropSampler(validation_views, config.crop, config.foreground_fraction, np.random.default_rng(config.seed))
@@ -369,51 +429,87 @@ def _fit_on_whole_volumes(
         "fit_acquisitions": len(views),
         "validation_cases": len(validation_cases),
     }
-    return fit, validation_cases, data
+    return fit, validation_cases, data, validation_batches
 
 
 @dataclass
 class FittedHead:
-    """A head trained by :func:`fit_head`, the cases it was validated on and what it was fitted on."""
+    """A head trained by :func:`fit_head`: the cases it was validated on, what it was fitted on, and the
+    fixed validation batches (patches or crops, with their training targets)."""
 
     head: SegWithUHead
     fit: FitResult
-    validation_cases: list[Case]
+    validation_cases: list[Case | Scan]
     data: dict
+    validation_batches: list[Batch]
 
 
 def fit_head(
     package: ModelPackage,
     backbone: nn.Module,
-    cases: list[Case],
+    cases: Sequence[Case | Scan],
     config: HeadTrainingConfig,
     device: torch.device,
     progress: Progress | None = None,
+    start: SegWithUHead | None = None,
 ) -> FittedHead:
-    """Train a new SegWithU head for a frozen backbone on labelled cases (seed torch first for a reproducible head).
+    """Train a SegWithU head for a frozen backbone (seed torch first for a reproducible head).
 
     Sliding-window models train on patches of part of the cases (split by patient) and validate on
     the rest; whole-volume models on crops of cached passes over new acquisitions of every case,
-    validated on other acquisitions (see :mod:`.whole_volume`).
+    validated on other acquisitions (see :mod:`.whole_volume`). Unlabelled scans are labelled by
+    the backbone itself on corrupted copies (:mod:`.self_targets`): no label is used.
 
     Args:
         package: the model package (card: taps, classes, inference mode).
         backbone: its frozen network on ``device`` (see :func:`freeze`).
-        cases: labelled cases (images ``(k, j, i)``, raters ``(R, k, j, i)``).
+        cases: labelled cases (images ``(k, j, i)``, raters ``(R, k, j, i)``), or scans, all labelled
+            or all unlabelled.
         config: training settings.
         device: where the networks run.
         progress: receives stages ``"load"`` and ``"train"``.
+        start: a trained head to go on training (a copy is trained); a new head if None.
     """
     card = package.card
-    head = SegWithUHead(
-        HeadConfig(
-            taps=card.taps, num_classes=card.num_classes, fusion_channels=config.fusion_channels, probes=config.probes
-        )
-    ).to(device)
+    unlabelled = [isinstance(c, Scan) and c.labels is None for c in cases]
+    if any(unlabelled) and not all(unlabelled):
+        raise DataError("train a head on labelled or on unlabelled scans, not on both at once")
+    if start is not None:
+        head = copy.deepcopy(start).to(device)
+    else:
+        head = SegWithUHead(
+            HeadConfig(
+                taps=card.taps,
+                num_classes=card.num_classes,
+                fusion_channels=config.fusion_channels,
+                probes=config.probes,
+            )
+        ).to(device)
     FeatureTaps(backbone, head.tap_names).close()  # fail early, clearly, on a tap the backbone lacks
     fit_on = _fit_on_whole_volumes if whole_volume(package) else _fit_on_patches
     rng = np.random.default_rng(config.seed)
-    return FittedHead(head, *fit_on(package, backbone, head, cases, config, device, rng, progress or Progress()))
+    labeller = SelfLabeller(backbone, config.corruptions, config.seed) if any(unlabelled) else None
+    fitted = fit_on(package, backbone, head, list(cases), config, device, rng, progress or Progress(), labeller)
+    return FittedHead(head, *fitted)
+
+
+def write_head(package: ModelPackage, head: SegWithUHead, section: HeadSection) -> list[str]:
+    """Write the head's weights and the card's ``head`` section into the package.
+
+    The card's sections fitted on the previous head's maps (``quality``, ``guarantees``) no longer
+    hold for the new one: they are removed (refit them with ``train-quality``).
+
+    Returns:
+        The names of the removed sections.
+    """
+    card = package.card
+    removed = [name for name in ("quality", "guarantees") if getattr(card, name) is not None]
+    for name in removed:
+        setattr(card, name, None)
+    card.files[section.file] = write_weights(head, package.file(section.file))
+    card.head = section
+    write_card(card, package.path)
+    return removed
 
 
 def _train_head(
@@ -444,8 +540,7 @@ def _train_head(
             "split": config.eval_split,
             **evaluate_head(package, backbone, head, held_out_cases, str(dev), report)[0],
         }
-    package.card.files[HEAD_FILE] = write_weights(head, package.file(HEAD_FILE))
-    package.card.head = HeadSection(
+    section = HeadSection(
         method="segwithu",
         file=HEAD_FILE,
         config=head.config.to_dict(),
@@ -464,5 +559,5 @@ def _train_head(
         validation=validation,
         held_out=held_out,
     )
-    write_card(package.card, package.path)
-    return package.card.head.to_dict()
+    write_head(package, head, section)
+    return section.to_dict()

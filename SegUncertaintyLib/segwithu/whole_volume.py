@@ -22,12 +22,14 @@ from torch import nn
 
 from ..data.cases import Case
 from ..data.mri_augment import augment_head
-from ..inference import argmax_labels, prepare_image
+from ..inference import labels_on_network_grid, prepare_image
 from ..model.backbones import FeatureTaps
 from ..model.package import ModelPackage
 from ..progress import Progress
 from ..roi import find_box
 from ..volume import Volume
+from .scans import Scan
+from .self_targets import SelfLabeller
 
 
 @dataclass
@@ -49,30 +51,37 @@ class NetworkView:
 
 def network_view(
     volume: Volume,
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     package: ModelPackage,
     network: nn.Module,
     taps: Sequence[str],
     device: torch.device,
+    labeller: SelfLabeller | None = None,
 ) -> NetworkView:
     """Run the frozen whole-volume network on ``volume`` as inference does and keep what the head needs.
 
     Args:
         volume: the image, any grid.
-        labels: ``(k, j, i)`` reference label map on ``volume``'s grid.
+        labels: ``(k, j, i)`` reference label map on ``volume``'s grid, or None: ``labeller``'s instead.
         package: the model package (locating network, orientation, shape, normalisation).
         network: the frozen main network, on ``device``.
         taps: submodule names whose outputs the head reads.
         device: where the networks run.
+        labeller: labels the view without a reference (the network on a corrupted copy, in its own grid).
     """
     box = find_box(volume, package, device)
     if box is not None:
-        volume, labels = Volume(volume.array[box], volume.geometry.cropped(box)), labels[box]
+        volume = Volume(volume.array[box], volume.geometry.cropped(box))
+        labels = labels[box] if labels is not None else None
     image, grid = prepare_image(volume, package, device, Progress())
     with torch.no_grad(), FeatureTaps(network, taps) as hooks:
         logits = network(image[None])[0]
-    one_hot = torch.from_numpy(np.eye(package.card.num_classes, dtype=np.float32)[labels]).movedim(-1, 0)
-    on_grid = argmax_labels(grid.to_network(one_hot.to(device)))
+    if labels is not None:
+        on_grid = labels_on_network_grid(labels, grid, package.card.num_classes, device)
+    elif labeller is not None:
+        on_grid = labeller(image[None])[0].to(torch.uint8)
+    else:
+        raise ValueError("a view needs labels or a labeller")
     labels_np = on_grid.cpu().numpy()
     surface = np.argwhere(labels_np != ndimage.grey_erosion(labels_np, size=3)).astype(np.int32)
     return NetworkView(
@@ -84,7 +93,7 @@ def network_view(
 
 
 def augmented_views(
-    cases: Sequence[Case],
+    cases: Sequence[Case | Scan],
     per_case: int,
     package: ModelPackage,
     network: nn.Module,
@@ -93,17 +102,26 @@ def augmented_views(
     rng: np.random.Generator,
     progress: Progress | None = None,
     stage: str = "load",
-) -> tuple[list[NetworkView], list[Case]]:
-    """``per_case`` new acquisitions of every case, as views for training and as cases for evaluation."""
+    labeller: SelfLabeller | None = None,
+) -> tuple[list[NetworkView], list[Case | Scan]]:
+    """``per_case`` new acquisitions of every case, as views for training and as cases for evaluation.
+
+    A labelled case's views carry its consensus (a scan's: its reference); an unlabelled scan's,
+    ``labeller``'s labels.
+    """
     views, acquired = [], []
     total = len(cases) * per_case
     for case in cases:
+        reference = case.majority if isinstance(case, Case) else case.labels
         for n in range(per_case):
-            image, mask = augment_head(case.image, case.majority > 0, rng)
-            acquired.append(
-                Case(f"{case.case_id}-aug{n}", case.patient_id, case.split, image, mask[None], case.geometry)
-            )
-            views.append(network_view(acquired[-1].volume, mask.astype(np.uint8), package, network, taps, device))
+            mask = reference > 0 if reference is not None else np.zeros(case.image.shape, bool)
+            image, mask = augment_head(case.image, mask, rng)
+            name, labels = f"{case.case_id}-aug{n}", mask.astype(np.uint8) if reference is not None else None
+            if isinstance(case, Case):
+                acquired.append(Case(name, case.patient_id, case.split, image, mask[None], case.geometry))
+            else:
+                acquired.append(Scan(name, case.patient_id, image, case.geometry, labels))
+            views.append(network_view(acquired[-1].volume, labels, package, network, taps, device, labeller))
             if progress is not None:
                 progress(stage, len(views) / total, f"{case.case_id}: acquisition {n + 1} of {per_case}")
     return views, acquired

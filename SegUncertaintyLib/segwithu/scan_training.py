@@ -1,0 +1,156 @@
+"""Training the head on the user's own scans: unlabelled ones, or the corrections of review sessions.
+
+``train-head --images DIR`` trains a head without a single label: its targets are the backbone's
+disagreement with itself on corrupted copies (:mod:`.self_targets`). ``train-head --from-reviews
+DIR`` goes on training the package's head (a new one if it has none) on the segmentations as
+reviewers left them: the original segmentation is the prediction, the correction the reference.
+Both write the head into the package like ``train-head --data``; the validation figures are
+measured on fixed validation patches (or crops) against the same kind of target the head was
+trained on, and say so.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..calibration import fit_logistic
+from ..errors import ModelError
+from ..inference import resolve_device
+from ..metrics import aurc, auroc, expected_calibration_error
+from ..model.backbones import load_backbone
+from ..model.card import HeadSection
+from ..model.package import load_package
+from ..progress import Progress
+from .network import SegWithUHead, temper
+from .package import HEAD_FILE, has_head, load_head
+from .scans import Scan
+from .training import Batch, HeadTrainingConfig, deterministic, fit_head, freeze, write_head
+
+SELF_REFERENCE = "the backbone's own prediction on corrupted copies (no labels)"
+REVIEW_REFERENCE = "the segmentations as reviewers left them"
+
+
+def batch_metrics(head: SegWithUHead, batches: list[Batch]) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The head's figures on fixed batches, against the batches' own labels.
+
+    Returns:
+        The metrics, and the pooled ranking scores and error labels (to fit the error-probability scale).
+    """
+    ranking, msp, errors, raw, calibrated = [], [], [], [], []
+    head.eval()
+    with torch.no_grad():
+        for logits, features, labels in batches:
+            outputs = head(logits, features)
+            probabilities = torch.softmax(logits, dim=1)
+            wrong = logits.argmax(dim=1) != labels
+            ranking.append(outputs.ranking[:, 0].flatten().cpu().numpy())
+            msp.append((1.0 - probabilities.max(dim=1).values).flatten().cpu().numpy())
+            errors.append(wrong.flatten().cpu().numpy())
+            raw.append(probabilities.max(dim=1).values.flatten().cpu().numpy())
+            tempered = torch.softmax(temper(logits, outputs.calibration), dim=1)
+            calibrated.append(tempered.max(dim=1).values.flatten().cpu().numpy())
+    scores, wrong = np.concatenate(ranking), np.concatenate(errors)
+    msp_all, raw_all, cal_all = np.concatenate(msp), np.concatenate(raw), np.concatenate(calibrated)
+
+    def significant(value: float) -> float:
+        return float(f"{value:.4g}")
+
+    metrics = {
+        "patches": sum(len(b[2]) for b in batches),
+        "voxels": int(wrong.size),
+        "error_rate": significant(wrong.mean()),
+        "auroc_ranking": significant(auroc(scores, wrong)),
+        "auroc_max_softmax": significant(auroc(msp_all, wrong)),
+        "aurc_ranking": significant(aurc(scores, wrong)),
+        "aurc_max_softmax": significant(aurc(msp_all, wrong)),
+        "ece_raw": significant(expected_calibration_error(raw_all, ~wrong)),
+        "ece_calibrated": significant(expected_calibration_error(cal_all, ~wrong)),
+    }
+    return metrics, scores, wrong
+
+
+def train_head_on_scans(
+    model: str | Path,
+    scans: list[Scan],
+    config: HeadTrainingConfig,
+    device: str = "auto",
+    command: str = "",
+    progress: Progress | None = None,
+    skipped: dict[str, str] | None = None,
+) -> dict:
+    """Train a head on the user's scans and write it into the package.
+
+    Unlabelled scans train a new head from the backbone's disagreement with itself; labelled scans
+    (review corrections) go on training the package's head, or a new one when it has none.
+
+    Args:
+        model: bundled model name or package folder (the head is written into that folder).
+        scans: all unlabelled (:func:`.scans.read_scans`) or all labelled (:func:`.scans.read_reviews`).
+        config: training settings (``data``, ``eval_split`` and ``eval_limit`` are not used).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        command: the command line, recorded in the card.
+        progress: receives stages ``"load"`` and ``"train"``.
+        skipped: the scans left out and why, recorded in the card.
+
+    Returns:
+        The card's new ``head`` section, and ``removed``: the card's sections the new head made stale.
+    """
+    with deterministic():
+        return _train_on_scans(model, scans, config, device, command, progress or Progress(), skipped or {})
+
+
+def _train_on_scans(
+    model: str | Path,
+    scans: list[Scan],
+    config: HeadTrainingConfig,
+    device: str,
+    command: str,
+    report: Progress,
+    skipped: dict[str, str],
+) -> dict:
+    dev = resolve_device(device)
+    torch.manual_seed(config.seed)
+    package = load_package(model)
+    if not package.card.taps:
+        raise ModelError(f"model {package.card.name!r} names no feature taps in its card; the head needs them")
+    backbone = freeze(load_backbone(package, dev))
+    labelled = scans[0].labels is not None
+    start = load_head(package, dev) if labelled and has_head(package) else None
+    previous = package.card.head.training.get("command") if start is not None else None
+    fitted = fit_head(package, backbone, scans, config, dev, report, start)
+    validation, scores, errors = batch_metrics(fitted.head, fitted.validation_batches)
+    slope, intercept = fit_logistic(scores, errors)
+    reference = REVIEW_REFERENCE if labelled else SELF_REFERENCE
+    section = HeadSection(
+        method="segwithu",
+        file=HEAD_FILE,
+        config=fitted.head.config.to_dict(),
+        error_probability={"slope": slope, "intercept": intercept},
+        training={
+            "command": command,
+            "seconds": round(fitted.fit.seconds, 1),
+            "device": str(dev),
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+            "data": {
+                "source": "review sessions" if labelled else "unlabelled scans",
+                "reference": reference,
+                "scans": [s.case_id for s in scans],
+                "skipped": skipped,
+                "started_from": previous if start is not None else None,
+                **fitted.data,
+            },
+            "config": asdict(config),
+            "epochs": fitted.fit.epochs,
+            "best_epoch": fitted.fit.best_epoch,
+            "validation_loss": fitted.fit.history,
+        },
+        validation={**validation, "voxel_set": f"the fixed validation patches, pooled; reference: {reference}"},
+        held_out=None,
+    )
+    removed = write_head(package, fitted.head, section)
+    return {**section.to_dict(), "removed": removed}

@@ -1,0 +1,118 @@
+"""Targets for a head trained without labels: where the backbone disagrees with itself.
+
+A labelled head learns ``e = [argmax z != y]`` against a rater's ``y``. Without a label, ``y`` is
+the frozen backbone's own prediction on a corrupted copy of the same input: flipped along a random
+set of axes (and flipped back after the pass, as test-time augmentation does), with a random
+contrast and brightness change, Gaussian noise and a mild blur, all drawn afresh at every training
+step. In expectation over the draws, the error target is the probability that the voxel's label
+flips under such perturbations, and the calibration map's NLL against these labels fits the
+tempered probabilities to the backbone's perturbed predictive distribution. The head learns from
+these draws what test-time augmentation measures with many passes, and gives it in one.
+No label is read anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Corruptions:
+    """How strong the perturbations are; each is drawn uniformly in ``[0, value]`` per sample.
+
+    Intensities are the network's normalised ones (about zero mean and unit spread).
+
+    Attributes:
+        flip: flip along each axis with probability 1/2 (undone on the prediction).
+        contrast: the intensities are scaled by ``1 + u``, ``u`` in ``[-contrast, contrast]``.
+        brightness: a shift in ``[-brightness, brightness]``.
+        noise: the standard deviation of additive Gaussian noise.
+        blur: the Gaussian blur's sigma, in voxels.
+    """
+
+    flip: bool = True
+    contrast: float = 0.15
+    brightness: float = 0.1
+    noise: float = 0.1
+    blur: float = 0.75
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _uniform(count: int, high: float, generator: torch.Generator, symmetric: bool = False) -> torch.Tensor:
+    u = torch.rand(count, generator=generator, dtype=torch.float64)
+    return ((2.0 * u - 1.0) if symmetric else u).float() * high
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(1, 1, D, H, W)`` along its three spatial axes (edges replicated)."""
+    if sigma < 0.05:
+        return x
+    radius = max(1, round(2.5 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = len(kernel)
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius  # F.pad lists the last axis first
+        x = F.conv3d(F.pad(x, pad, mode="replicate"), kernel.view(shape))
+    return x
+
+
+def corrupt(
+    x: torch.Tensor, corruptions: Corruptions, generator: torch.Generator
+) -> tuple[torch.Tensor, list[tuple[int, ...]]]:
+    """A corrupted copy of a batch, and the spatial axes each sample was flipped along.
+
+    Args:
+        x: ``(B, 1, D, H, W)`` normalised images.
+        corruptions: the strengths.
+        generator: the only source of randomness (CPU).
+
+    Returns:
+        ``(B, 1, D, H, W)`` images and, per sample, the flipped dimensions of ``x`` (2, 3, 4).
+    """
+    batch = x.shape[0]
+    flips = torch.rand(batch, 3, generator=generator) < (0.5 if corruptions.flip else 0.0)
+    scale = 1.0 + _uniform(batch, corruptions.contrast, generator, symmetric=True)
+    shift = _uniform(batch, corruptions.brightness, generator, symmetric=True)
+    noise = _uniform(batch, corruptions.noise, generator)
+    sigma = _uniform(batch, corruptions.blur, generator)
+    out, axes = [], []
+    for b in range(batch):
+        sample = _blur(x[b : b + 1], float(sigma[b])) * float(scale[b]) + float(shift[b])
+        sample = sample + float(noise[b]) * torch.randn(sample.shape, generator=generator).to(x.device)
+        dims = tuple(2 + a for a in range(3) if flips[b, a])
+        out.append(sample.flip(dims) if dims else sample)
+        axes.append(dims)
+    return torch.cat(out), axes
+
+
+class SelfLabeller:
+    """The frozen backbone's labels on corrupted copies: the training target in place of a rater's.
+
+    Args:
+        backbone: the frozen network (eval mode).
+        corruptions: the strengths.
+        seed: seeds the only source of randomness (a CPU generator), so a run can be repeated.
+    """
+
+    def __init__(self, backbone: nn.Module, corruptions: Corruptions, seed: int):
+        self.backbone, self.corruptions = backbone, corruptions
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, D, H, W)`` int64 labels of a corrupted copy of ``x`` ``(B, 1, D, H, W)``, flipped back onto ``x``."""
+        corrupted, axes = corrupt(x, self.corruptions, self.generator)
+        with torch.no_grad():
+            labels = self.backbone(corrupted).argmax(dim=1)
+        return torch.stack(
+            [label.flip([d - 2 for d in dims]) if dims else label for label, dims in zip(labels, axes, strict=True)]
+        )
