@@ -134,6 +134,7 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self.process = None  # the run in progress (SegUncertaintyLib.child_process.PredictProcess)
+        self.training = False  # that run trains a head (else it segments)
         self.runFolder = None  # its folder
         self.startedAt = 0.0
         self.currentRegion = None
@@ -151,8 +152,8 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SegUncertaintyLogic()
 
-        for name in self.logic.availableModels():
-            self.ui.modelComboBox.addItem(name, name)
+        for model in self.logic.availableModels():
+            self.ui.modelComboBox.addItem(Path(model).name if Path(model).is_absolute() else model, model)
         self.ui.progressBar.setVisible(False)
         self.ui.correctionFrame.setVisible(False)
         self.segmentEditorWidget = slicer.qMRMLSegmentEditorWidget()
@@ -178,6 +179,8 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.saveCorrectionButton.connect("clicked(bool)", self.onSaveCorrection)
         self.ui.cancelCorrectionButton.connect("clicked(bool)", self.onLeaveCorrection)
         self.ui.cleanWorkFoldersButton.connect("clicked(bool)", self.onCleanRunFolders)
+        self.ui.trainHeadButton.connect("clicked(bool)", self.onTrainHead)
+        self.ui.learnFromCorrectionsButton.connect("clicked(bool)", self.onLearnFromCorrections)
         self.initializeParameterNode()
         self.updateReviewButtons()
 
@@ -193,6 +196,8 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 pass
             self.logic.removeRunFolder(self.runFolder)
             self.process = None
+            if self.training:
+                self.logic.discardTrainedModel()
         self.removeObservers()
 
     def onReload(self):
@@ -258,7 +263,12 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateHeatmapDisplay()
 
     def updateApplyButton(self):
-        if self.process is not None:
+        self.updateTrainingButtons()
+        if self.process is not None and self.training:
+            self.ui.applyButton.text = _("Apply")
+            self.ui.applyButton.toolTip = _("A head is being trained")
+            self.ui.applyButton.enabled = False
+        elif self.process is not None:
             cancelling = self.process.cancelled
             self.ui.applyButton.text = _("Cancelling...") if cancelling else _("Cancel")
             self.ui.applyButton.toolTip = _("Stop the segmentation (its run folder is removed)")
@@ -323,29 +333,35 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
             parameters = self._parameterNode
             self.logic.ensureDependencies(parameters.model)
-            self.process = self.logic.startPrediction(
+            process = self.logic.startPrediction(
                 parameters.inputVolume,
                 parameters.model,
                 parameters.uncertainty,
                 parameters.fragility,
                 parameters.device,
             )
+            self.training = False
             self.runFolder = self.logic.workFolder
             self.deactivateEditor()  # the previous run's review is closed (its folder keeps it)
             self.currentRegion = None
             self.showReviewState()
-            self.startedAt = time.monotonic()
-            self.ui.progressBar.setValue(0)
-            self.ui.progressBar.setVisible(True)
-            self.ui.statusLabel.text = _("Starting...")
-            self.updateApplyButton()
-            self.timer.start()
+            self.startRun(process)
 
     def cancelRun(self):
         """Ask the engine's whole process tree to stop; returns at once (the timer follows it to the end)."""
         self.process.cancel(grace_seconds=CANCEL_GRACE_SECONDS)
         self.ui.statusLabel.text = _("Cancelling: stopping the engine...")
         self.updateApplyButton()
+
+    def startRun(self, process):
+        """Follow a started engine process: progress bar, status and the poll timer."""
+        self.process = process
+        self.startedAt = time.monotonic()
+        self.ui.progressBar.setValue(0)
+        self.ui.progressBar.setVisible(True)
+        self.ui.statusLabel.text = _("Starting...")
+        self.updateApplyButton()
+        self.timer.start()
 
     def onPoll(self):
         process = self.process
@@ -360,6 +376,9 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not process.finished():
             return
         self.finishRun()
+        if self.training:
+            self.finishTraining(process, elapsed)
+            return
         failure = process.failure_message()
         if failure is not None:
             # nothing of a run that did not finish is kept: its folder held only its input and staging
@@ -388,6 +407,64 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.process = None
         self.ui.progressBar.setVisible(False)
         self.updateApplyButton()
+
+    # Teaching the head the user's scans
+
+    def updateTrainingButtons(self):
+        """The button of a training in progress cancels it; no other run starts meanwhile."""
+        buttons = {"images": self.ui.trainHeadButton, "reviews": self.ui.learnFromCorrectionsButton}
+        texts = {"images": _("Train the head on my scans..."), "reviews": _("Learn from my corrections")}
+        for source, button in buttons.items():
+            active = self.process is not None and self.training and self.logic.trainingSource == source
+            if active:
+                button.text = _("Cancelling...") if self.process.cancelled else _("Cancel")
+                button.enabled = not self.process.cancelled
+            else:
+                button.text = texts[source]
+                button.enabled = self.process is None and self._parameterNode is not None
+
+    def onTrainHead(self):
+        if self.process is not None:
+            self.cancelRun()
+            return
+        folder = qt.QFileDialog.getExistingDirectory(
+            slicer.util.mainWindow(), _("Folder of your scans (volume files or DICOM series; no labels)")
+        )
+        if folder:
+            self.startTraining(images=folder)
+
+    def onLearnFromCorrections(self):
+        if self.process is not None:
+            self.cancelRun()
+            return
+        self.startTraining(reviews=self.logic.runsFolder())
+
+    def startTraining(self, images=None, reviews=None):
+        with slicer.util.tryWithErrorDisplay(_("Could not start training the head."), waitCursor=True):
+            parameters = self._parameterNode
+            self.logic.ensureDependencies(parameters.model)
+            process = self.logic.startHeadTraining(parameters.model, images, reviews, parameters.device)
+            self.training = True
+            self.startRun(process)
+
+    def finishTraining(self, process, elapsed):
+        """A training ended: its model is offered and chosen; a cancelled or failed one leaves nothing."""
+        failure = process.failure_message()
+        if failure is not None:
+            self.logic.discardTrainedModel()
+            if process.cancelled:
+                self.ui.statusLabel.text = _("Cancelled: the engine has stopped and the model copy was removed.")
+                return
+            self.ui.statusLabel.text = failure.splitlines()[0]
+            slicer.util.errorDisplay(
+                _("Training the head failed: {message}").format(message=failure.splitlines()[0]),
+                detailedText="\n".join(process.log),
+            )
+            return
+        model = str(self.logic.trainedModel)
+        self.chooseModel(model)  # the combo box shows it (showModelChoice adds the folder)
+        done = _("Head trained in {seconds:.0f} s; the model {name} is now chosen ({folder}).")
+        self.ui.statusLabel.text = done.format(seconds=elapsed, name=Path(model).name, folder=Path(model).parent)
 
     def onCleanRunFolders(self):
         """Remove the run folders (inputs, outputs and reviews) except the run on screen, after asking."""
@@ -530,6 +607,9 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
+        self.trainedModel = None  # the package folder a head is being (or was last) trained into
+        self.trainingSource = None  # "images" or "reviews"
+        self.headTrainingOptions = ()  # further train-head options for the panel's trainings (scripts, tests)
         self.reset()
 
     def reset(self):
@@ -555,7 +635,20 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
         from SegUncertaintyLib.model.discovery import discover
 
         installed = [(m.aliases or (m.name,))[0] for m in discover() if m.problem is None]
-        return cls.bundledModels() + installed
+        return cls.bundledModels() + installed + [str(p) for p in cls.trainedModels()]
+
+    @staticmethod
+    def modelsFolder():
+        """Where the models with a head trained here are kept: ``SegUncertaintyModels`` beside the run folders."""
+        return Path(slicer.app.defaultScenePath) / "SegUncertaintyModels"
+
+    @classmethod
+    def trainedModels(cls):
+        """The package folders there, oldest first."""
+        folder = cls.modelsFolder()
+        if not folder.is_dir():
+            return []
+        return sorted((p for p in folder.iterdir() if (p / "model.json").is_file()), key=lambda p: p.stat().st_mtime)
 
     @staticmethod
     def fragilityUnavailable(model):
@@ -702,6 +795,71 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
             raise
         return process
 
+    def startHeadTraining(self, model=DEFAULT_MODEL, images=None, reviews=None, device="auto", options=None):
+        """Copy the model's package into a new folder under :meth:`modelsFolder` and start ``seguncertainty
+        train-head`` on the copy (the chosen model never changes); returns the process.
+
+        Args:
+            model: the model whose head is trained (a name ``--model`` takes, or a package folder).
+            images: a folder of unlabelled scans (``--images``), or None.
+            reviews: a folder holding review sessions (``--from-reviews``), or None.
+            device: ``auto``, ``cpu`` or ``cuda``.
+            options: further ``train-head`` options (default: :attr:`headTrainingOptions`).
+        """
+        from SegUncertaintyLib.child_process import PredictProcess, head_training_arguments
+        from SegUncertaintyLib.model.package import load_package
+        from SegUncertaintyLib.workfolders import new_run_folder
+
+        package = load_package(model or None)  # a wrong model is reported now, before anything is copied
+        self.trainingSource = "images" if images is not None else "reviews"
+        self.trainedModel = new_run_folder(self.modelsFolder(), f"{package.card.name}-{self.trainingSource}")
+        try:
+            shutil.copytree(package.path, self.trainedModel, dirs_exist_ok=True)
+            options = self.headTrainingOptions if options is None else options
+            arguments = head_training_arguments(self.trainedModel, images, reviews, device, options)
+            process = PredictProcess(["train-head", *arguments], python=self.pythonExecutable())
+            process.start()
+        except Exception:
+            self.discardTrainedModel()
+            raise
+        return process
+
+    def discardTrainedModel(self):
+        """Remove the model copy of a training that did not finish."""
+        if self.trainedModel is not None:
+            shutil.rmtree(self.trainedModel, ignore_errors=True)
+            self.trainedModel = None
+
+    def trainHead(self, model=DEFAULT_MODEL, images=None, reviews=None, device="auto", options=None, timeout=3600):
+        """Train a head in one blocking call (scripts and tests); returns the new model's folder.
+
+        Raises:
+            RuntimeError: the training failed (with the command's message), or took longer than
+                ``timeout`` seconds (then its process tree is killed); nothing of it is kept.
+        """
+        process = self.startHeadTraining(model, images, reviews, device, options)
+        self.waitFor(process, timeout, self.discardTrainedModel, _("Training the head"))
+        return self.trainedModel
+
+    def waitFor(self, process, timeout, discard, what):
+        """Wait for an engine process; on failure or timeout, ``discard()`` what it made and raise RuntimeError."""
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            try:
+                process.wait(KILL_WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
+            discard()
+            raise RuntimeError(
+                _("{what} took longer than {seconds} s and was stopped.").format(what=what, seconds=timeout)
+            ) from None
+        failure = process.failure_message()
+        if failure is not None:
+            discard()
+            raise RuntimeError(failure)
+
     def loadResults(self, volumeNode, workFolder=None):
         """Load a finished run's outputs onto ``volumeNode`` and open (or reopen) its review session."""
         from SegUncertaintyLib.mrml import review
@@ -721,24 +879,12 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
                 ``timeout`` seconds (then its process tree is killed and its folder removed).
         """
         process = self.startPrediction(volumeNode, model, uncertainty, fragility, device)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            try:
-                process.wait(KILL_WAIT_SECONDS)
-            except subprocess.TimeoutExpired:
-                pass
+
+        def discard():
             self.removeRunFolder(self.workFolder)
             self.reset()
-            raise RuntimeError(
-                _("The segmentation took longer than {seconds} s and was stopped.").format(seconds=timeout)
-            ) from None
-        failure = process.failure_message()
-        if failure is not None:
-            self.removeRunFolder(self.workFolder)
-            self.reset()
-            raise RuntimeError(failure)
+
+        self.waitFor(process, timeout, discard, _("The segmentation"))
         return self.loadResults(volumeNode)
 
     # Display

@@ -1,4 +1,4 @@
-"""Run ``seguncertainty predict`` in a child process and follow it without blocking.
+"""Run ``seguncertainty predict`` (or ``train-head``) in a child process and follow it without blocking.
 
 Front ends (the Slicer module) must stay responsive while a volume is segmented, be able to cancel,
 and show a clear message when the run fails. The child is ``python -m SegUncertaintyLib predict
@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,22 @@ def predict_arguments(
     if alpha is not None:
         arguments += ["--alpha", str(alpha)]
     return arguments
+
+
+def head_training_arguments(
+    model: str | os.PathLike,
+    images: str | os.PathLike | None = None,
+    reviews: str | os.PathLike | None = None,
+    device: str = "auto",
+    options: Sequence[str] = (),
+) -> list[str]:
+    """The ``seguncertainty train-head`` arguments (after ``train-head``) that train ``model``'s head on a folder
+    of unlabelled scans (``images``) or on the review sessions under ``reviews``, JSON progress included
+    (``options``: further ``train-head`` options, e.g. ``["--max-epochs", "20"]``)."""
+    if (images is None) == (reviews is None):
+        raise ValueError("give either a folder of scans or a folder of review sessions")
+    source = ["--images", str(images)] if images is not None else ["--from-reviews", str(reviews)]
+    return ["--model", str(model), *source, *options, "--device", device, "--progress", "json"]
 
 
 class PredictProcess:

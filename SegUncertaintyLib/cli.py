@@ -641,10 +641,14 @@ def _train_head_on_scans(args: argparse.Namespace, config: Any, progress: Progre
         for name, reason in skipped.items():
             print(f"left out {name}: {reason}", file=sys.stderr)
         figures = section["validation"]
+        measured = (
+            f"ranking AUROC {figures['auroc_ranking']:.4f} (max-softmax {figures['auroc_max_softmax']:.4f})"
+            if figures["auroc_ranking"] is not None
+            else "no error to rank"
+        )
         print(
             f"head trained on {len(scans)} scan(s) in {section['training']['seconds']:.0f} s "
-            f"({section['training']['epochs']} epochs); validation patches: ranking AUROC "
-            f"{figures['auroc_ranking']:.4f} (max-softmax {figures['auroc_max_softmax']:.4f}) against "
+            f"({section['training']['epochs']} epochs); validation patches: {measured}, against "
             f"{section['training']['data']['reference']}",
             file=sys.stderr,
         )

@@ -148,3 +148,16 @@ def test_unreadable_scans_and_mixed_labels_are_refused(tmp_path, bundled_package
     backbone = freeze(load_backbone(bundled_package))
     with pytest.raises(DataError, match="not on both"):
         fit_head(bundled_package, backbone, mixed, HeadTrainingConfig(max_epochs=1), torch.device("cpu"))
+
+
+def test_validation_without_an_error_has_no_ranking_figures(bundled_package):
+    """A review that changed nothing gives validation patches without errors: no AUROC to state, not NaN."""
+    from SegUncertaintyLib.segwithu.package import load_head
+    from SegUncertaintyLib.segwithu.training import backbone_outputs
+
+    backbone, head = freeze(load_backbone(bundled_package)), load_head(bundled_package)
+    x = torch.from_numpy(read_volume(DEMO).array[None, None, :48, :48, :48].astype(np.float32) / 500.0)
+    logits, features = backbone_outputs(backbone, head.tap_names, x)
+    metrics, _, errors = batch_metrics(head, [(logits, features, logits.argmax(1))])
+    assert not errors.any() and metrics["auroc_ranking"] is None and metrics["aurc_max_softmax"] is None
+    assert metrics["error_rate"] == 0.0 and np.isfinite(metrics["ece_calibrated"])

@@ -154,3 +154,42 @@ def test_the_model_menu_offers_the_models_installed_for_nnunet(module, tmp_path,
     logic = module.SegUncertaintyLogic()
     assert logic.availableModels() == [*logic.bundledModels(), "nnunet:Dataset901_LIDCNodule"]
     assert logic.fragilityUnavailable("nnunet:Dataset901_LIDCNodule").startswith("Not available for Dataset901")
+
+
+def test_the_head_learns_the_users_scans_and_corrections_in_a_copy(module, tmp_path):
+    scene = headless.new_scene()
+    demo = read_volume(sample_path("lidc-nodule-demo.nrrd"))
+    volume = nodes.add_volume(scene, demo.array, demo.geometry, "chest CT (demo)")
+    logic = module.SegUncertaintyLogic()
+    from SegUncertaintyLib.resources import bundled_models
+
+    card_before = (bundled_models()["lidc-nodule"] / "model.json").read_bytes()
+    quick = ("--max-epochs", "1", "--batch-size", "2")
+
+    results = logic.process(volume, fragility=False, device="cpu")  # a run, and a review with one correction
+    label = results.regions[0].label
+    corrected = (read_volume(logic.session.current_path(), allow_constant=True).array > 0).astype(np.uint8)
+    corrected[tuple(np.argwhere(corrected)[0])] = 0
+    logic.session.correct(label, corrected, reviewer="test")
+
+    learned = logic.trainHead("lidc-nodule", reviews=logic.runsFolder(), device="cpu", options=quick)
+    assert learned.parent == tmp_path / "Documents" / "SegUncertaintyModels"
+    assert learned.name.startswith("lidc-nodule-reviews-")
+    head = json.loads((learned / "model.json").read_text())["head"]
+    assert head["training"]["data"]["source"] == "review sessions"
+    assert head["training"]["data"]["scans"] == [logic.workFolder.name]
+    assert (bundled_models()["lidc-nodule"] / "model.json").read_bytes() == card_before  # the chosen model stays
+    assert logic.availableModels()[-1] == str(learned) and logic.fragilityUnavailable(str(learned)) is None
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "demo.nrrd").write_bytes(sample_path("lidc-nodule-demo.nrrd").read_bytes())
+    own = logic.trainHead(str(learned), images=scans, device="cpu", options=quick)
+    assert json.loads((own / "model.json").read_text())["head"]["training"]["data"]["source"] == "unlabelled scans"
+    assert logic.availableModels()[-2:] == [str(learned), str(own)]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RuntimeError, match="no volume in"):
+        logic.trainHead("lidc-nodule", images=empty, device="cpu", options=quick)
+    assert sorted(logic.modelsFolder().iterdir()) == sorted([learned, own])  # a failed training leaves nothing

@@ -171,7 +171,36 @@ def test_the_reviewers_path(slicer_app, tmp_path):
         widget.currentRegion == session.regions[2].label if len(session.regions) > 2 else widget.currentRegion is None
     )
 
-    # 8. leave the module in the middle of a correction, and come back: no effect is left live
+    # 8. the head learns from the corrections, in the child process, into a copy of the model that is then chosen
+    widget.logic.headTrainingOptions = ("--max-epochs", "1", "--batch-size", "2")  # a quick training
+    user.click(ui.learnFromCorrectionsButton)
+    assert widget.process is not None and ui.learnFromCorrectionsButton.text == "Cancel" and ui.progressBar.visible
+    assert not ui.applyButton.enabled and not ui.trainHeadButton.enabled  # one run at a time
+    user.process_events(until=lambda: widget.process is None)
+    learned = widget.logic.trainedModel
+    assert learned is not None and (learned / "head.safetensors").is_file(), recorder.dialogs
+    assert parameters.model == str(learned) and ui.modelComboBox.currentText == learned.name
+    assert ui.statusLabel.text.startswith("Head trained") and ui.applyButton.enabled
+    assert ui.learnFromCorrectionsButton.text == "Learn from my corrections"
+
+    # ... and on a folder of the user's scans; cancelled, it leaves no model behind
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "demo.nrrd").write_bytes(sample_path("lidc-nodule-demo.nrrd").read_bytes())
+    widget.logic.headTrainingOptions = ("--max-epochs", "50", "--patience", "50")  # long enough to be cancelled
+    QFileDialog._answers.append(str(scans))
+    user.click(ui.trainHeadButton)
+    copy = widget.logic.trainedModel
+    user.process_events(until=lambda: widget.process.stage == "train" or widget.process.finished())
+    assert not widget.process.finished(), "the training ended before it could be cancelled"
+    user.click(ui.trainHeadButton)
+    assert ui.trainHeadButton.text == "Cancelling..."
+    user.process_events(until=lambda: widget.process is None)
+    assert not copy.exists() and learned.exists() and ui.statusLabel.text.startswith("Cancelled")
+    assert not [d for d in recorder.dialogs if d[0] == "error"]
+    user.choose(ui.modelComboBox, "lidc-nodule")
+
+    # 9. leave the module in the middle of a correction, and come back: no effect is left live
     user.click_table_row(ui.regionTableView, 0)
     user.click(ui.correctButton)
     assert editor.activeEffect() == "Paint" and editor._views_observed and editor._shortcuts
@@ -192,10 +221,10 @@ def test_the_reviewers_path(slicer_app, tmp_path):
     user.click(ui.cleanWorkFoldersButton)
     assert not older.exists() and run_folders(tmp_path) == [on_screen]
 
-    # 9. close the scene during a run: the run stops and leaves nothing; the panel is empty again
-    kept = run_folders(tmp_path)
+    # 10. close the scene during a run: the run stops and leaves nothing; the panel is empty again
+    kept, started = run_folders(tmp_path), len(interpreter_pids(pid_file))
     user.click(ui.applyButton)
-    user.process_events(until=lambda: len(interpreter_pids(pid_file)) == 3 and widget.process.fraction > 0)
+    user.process_events(until=lambda: len(interpreter_pids(pid_file)) == started + 1 and widget.process.fraction > 0)
     engine, run = interpreter_pids(pid_file)[-1], widget.process
     scene.Clear(0)
     user.process_events(until=lambda: widget.process is None)

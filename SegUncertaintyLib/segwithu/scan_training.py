@@ -12,6 +12,7 @@ trained on, and say so.
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,7 +40,8 @@ def batch_metrics(head: SegWithUHead, batches: list[Batch]) -> tuple[dict, np.nd
     """The head's figures on fixed batches, against the batches' own labels.
 
     Returns:
-        The metrics, and the pooled ranking scores and error labels (to fit the error-probability scale).
+        The metrics (the ranking figures None where the batches hold no error, or nothing else), and
+        the pooled ranking scores and error labels (to fit the error-probability scale).
     """
     ranking, msp, errors, raw, calibrated = [], [], [], [], []
     head.eval()
@@ -57,17 +59,22 @@ def batch_metrics(head: SegWithUHead, batches: list[Batch]) -> tuple[dict, np.nd
     scores, wrong = np.concatenate(ranking), np.concatenate(errors)
     msp_all, raw_all, cal_all = np.concatenate(msp), np.concatenate(raw), np.concatenate(calibrated)
 
+    ranked = bool(wrong.any() and not wrong.all())  # a ranking is only measured among both kinds of voxel
+
     def significant(value: float) -> float:
         return float(f"{value:.4g}")
+
+    def ranking_figure(metric: Callable[[np.ndarray, np.ndarray], float], values: np.ndarray) -> float | None:
+        return significant(metric(values, wrong)) if ranked else None
 
     metrics = {
         "patches": sum(len(b[2]) for b in batches),
         "voxels": int(wrong.size),
         "error_rate": significant(wrong.mean()),
-        "auroc_ranking": significant(auroc(scores, wrong)),
-        "auroc_max_softmax": significant(auroc(msp_all, wrong)),
-        "aurc_ranking": significant(aurc(scores, wrong)),
-        "aurc_max_softmax": significant(aurc(msp_all, wrong)),
+        "auroc_ranking": ranking_figure(auroc, scores),
+        "auroc_max_softmax": ranking_figure(auroc, msp_all),
+        "aurc_ranking": ranking_figure(aurc, scores),
+        "aurc_max_softmax": ranking_figure(aurc, msp_all),
         "ece_raw": significant(expected_calibration_error(raw_all, ~wrong)),
         "ece_calibrated": significant(expected_calibration_error(cal_all, ~wrong)),
     }
@@ -124,13 +131,17 @@ def _train_on_scans(
     previous = package.card.head.training.get("command") if start is not None else None
     fitted = fit_head(package, backbone, scans, config, dev, report, start)
     validation, scores, errors = batch_metrics(fitted.head, fitted.validation_batches)
-    slope, intercept = fit_logistic(scores, errors)
+    if validation["auroc_ranking"] is not None:
+        slope, intercept = fit_logistic(scores, errors)
+        error_probability = {"slope": slope, "intercept": intercept}
+    else:  # nothing to fit the scale on: the previous head's scale, or none
+        error_probability = package.card.head.error_probability if start is not None else None
     reference = REVIEW_REFERENCE if labelled else SELF_REFERENCE
     section = HeadSection(
         method="segwithu",
         file=HEAD_FILE,
         config=fitted.head.config.to_dict(),
-        error_probability={"slope": slope, "intercept": intercept},
+        error_probability=error_probability,
         training={
             "command": command,
             "seconds": round(fitted.fit.seconds, 1),
