@@ -461,6 +461,13 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 detailedText="\n".join(process.log),
             )
             return
+        if (process.outputs or {}).get("kept_previous"):
+            self.logic.discardTrainedModel()
+            self.ui.statusLabel.text = _(
+                "The head did not learn from these corrections yet: it ranked the errors of the corrections held "
+                "out for checking worse than before. The model is unchanged; review more cases and try again."
+            )
+            return
         model = str(self.logic.trainedModel)
         self.chooseModel(model)  # the combo box shows it (showModelChoice adds the folder)
         done = _("Head trained in {seconds:.0f} s; the model {name} is now chosen ({folder}).")
@@ -831,7 +838,8 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
             self.trainedModel = None
 
     def trainHead(self, model=DEFAULT_MODEL, images=None, reviews=None, device="auto", options=None, timeout=3600):
-        """Train a head in one blocking call (scripts and tests); returns the new model's folder.
+        """Train a head in one blocking call (scripts and tests); returns the new model's folder (None when
+        training on corrections did not improve the head, see ``train-head --from-reviews``).
 
         Raises:
             RuntimeError: the training failed (with the command's message), or took longer than
@@ -839,6 +847,8 @@ class SegUncertaintyLogic(ScriptedLoadableModuleLogic):
         """
         process = self.startHeadTraining(model, images, reviews, device, options)
         self.waitFor(process, timeout, self.discardTrainedModel, _("Training the head"))
+        if process.outputs.get("kept_previous"):  # the corrections did not improve the head: no new model
+            self.discardTrainedModel()
         return self.trainedModel
 
     def waitFor(self, process, timeout, discard, what):

@@ -637,6 +637,16 @@ def _train_head_on_scans(args: argparse.Namespace, config: Any, progress: Progre
     else:
         scans, skipped = read_reviews(args.from_reviews, progress)
     section = train_head_on_scans(args.model, scans, config, args.device, args.command_line, progress, skipped)
+    if section["kept_previous"]:
+        trained, previous = (section["validation"][k]["auroc_ranking_roi"] for k in ("trained", "previous"))
+        if _talks(args):
+            print(
+                f"the package is unchanged: trained on {len(scans)} reviewed scan(s), the head ranks the errors of "
+                f"the held-out corrections worse than the package's head (roi AUROC {trained:.4f} vs {previous:.4f}); "
+                "review more cases and train again",
+                file=sys.stderr,
+            )
+        return {"package": str(args.model), "removed": [], "kept_previous": True}
     if _talks(args):
         for name, reason in skipped.items():
             print(f"left out {name}: {reason}", file=sys.stderr)
@@ -658,7 +668,7 @@ def _train_head_on_scans(args: argparse.Namespace, config: Any, progress: Progre
                 "refit them with seguncertainty train-quality",
                 file=sys.stderr,
             )
-    return {"package": str(args.model), "removed": section["removed"]}
+    return {"package": str(args.model), "removed": section["removed"], "kept_previous": False}
 
 
 def _evaluate(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:

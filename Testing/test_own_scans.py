@@ -40,6 +40,22 @@ def test_the_flips_are_undone_on_the_labels():
     assert torch.equal(labeller(x), network(x).argmax(1))
 
 
+def test_with_members_each_sample_is_labelled_by_one_of_the_networks():
+    torch.manual_seed(0)
+    backbone, member = torch.nn.Conv3d(1, 2, 1).eval(), torch.nn.Conv3d(1, 2, 1).eval()
+    with torch.no_grad():
+        member.weight.copy_(-backbone.weight)  # the member labels every voxel the other way
+        member.bias.copy_(-backbone.bias)
+    x = torch.randn(16, 1, 4, 5, 6)
+    labels = SelfLabeller(backbone, NOTHING, seed=0, members=[member])(x)
+    own, other = backbone(x).argmax(1), member(x).argmax(1)
+    by_backbone = [bool(torch.equal(labels[b], own[b])) for b in range(16)]
+    assert all(by_backbone[b] or torch.equal(labels[b], other[b]) for b in range(16))
+    assert 0 < sum(by_backbone) < 16  # both networks label some samples
+    reseeded = SelfLabeller(backbone, NOTHING, seed=0, members=[member]).reseeded(0)
+    assert torch.equal(reseeded(x), labels)  # the same draws from the same seed
+
+
 def test_without_corruption_the_labels_are_the_backbones_own(bundled_package):
     backbone = freeze(load_backbone(bundled_package))
     x = torch.from_numpy(read_volume(DEMO).array[None, None, :48, :48, :48].astype(np.float32) / 500.0)
@@ -116,6 +132,13 @@ def _reviewed_run(root: Path, name: str, model: str, correct: bool) -> Path:
 def test_corrections_teach_the_head(tmp_path):
     model = tmp_path / "pkg"
     shutil.copytree(load_package("lidc-nodule").path, model)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copyfile(DEMO, scans / "demo.nrrd")
+    # a head that has seen little (one label-free epoch on one scan): the corrections have much to teach it
+    assert run_quietly("train-head", "--model", str(model), "--images", str(scans), "--max-epochs", "1") == 0
+    card = json.loads((model / "model.json").read_text())
+    assert "quality" not in card and "guarantees" not in card  # fitted on the previous head's maps: removed
     reviews = tmp_path / "reviews"
     for name in ("one", "two"):
         _reviewed_run(reviews, name, str(model), correct=True)
@@ -134,8 +157,7 @@ def test_corrections_teach_the_head(tmp_path):
     card = json.loads((model / "model.json").read_text())
     data = card["head"]["training"]["data"]
     assert data["source"] == "review sessions" and data["scans"] == ["one", "two"]
-    assert data["started_from"].startswith("seguncertainty train-head")  # it went on from the bundled head
-    assert "quality" not in card and "guarantees" not in card  # fitted on the previous head's maps: removed
+    assert "--images" in data["started_from"]  # it went on from the package's (label-free) head
     assert (model / "head.safetensors").read_bytes() != before
 
 
@@ -160,4 +182,31 @@ def test_validation_without_an_error_has_no_ranking_figures(bundled_package):
     logits, features = backbone_outputs(backbone, head.tap_names, x)
     metrics, _, errors = batch_metrics(head, [(logits, features, logits.argmax(1))])
     assert not errors.any() and metrics["auroc_ranking"] is None and metrics["aurc_max_softmax"] is None
+    assert metrics["auroc_ranking_roi"] is None
     assert metrics["error_rate"] == 0.0 and np.isfinite(metrics["ece_calibrated"])
+
+
+def test_a_head_that_ranks_the_held_out_corrections_worse_is_not_kept(tmp_path, monkeypatch):
+    """The training is real; only its result is spoiled (noise on its weights), as too few corrections can do."""
+    import SegUncertaintyLib.segwithu.scan_training as scan_training
+    from SegUncertaintyLib.segwithu.scan_training import train_head_on_scans
+
+    def spoiled(*args, **kwargs):
+        fitted = fit_head(*args, **kwargs)
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for parameter in fitted.head.parameters():
+                parameter.add_(torch.randn(parameter.shape, generator=generator) * parameter.abs().mean() * 3)
+        return fitted
+
+    monkeypatch.setattr(scan_training, "fit_head", spoiled)
+    model = tmp_path / "pkg"
+    shutil.copytree(load_package("lidc-nodule").path, model)
+    before = {name: (model / name).read_bytes() for name in ("model.json", "head.safetensors")}
+    _reviewed_run(tmp_path / "reviews", "one", str(model), correct=True)
+    scans, _ = read_reviews(tmp_path / "reviews")
+    result = train_head_on_scans(model, scans, HeadTrainingConfig(max_epochs=1), "cpu")
+    figures = result["validation"]
+    trained, previous = figures["trained"]["auroc_ranking_roi"], figures["previous"]["auroc_ranking_roi"]
+    assert result["kept_previous"] and trained < previous
+    assert {name: (model / name).read_bytes() for name in before} == before  # the package as it was

@@ -4,6 +4,7 @@
     apt-get download mricron-data && dpkg -x mricron-data_*.deb mricron
     seguncertainty prepare-data brains --mricron mricron/usr/share/mricron/templates    # Colin27
     python benchmarks/brain_uncertainty.py
+    python benchmarks/brain_uncertainty.py --label-free --no-hd-bet     # + heads trained without labels
 
 Heads with a reference brain mask (``--data brains``): nilearn's MNI152 1 mm, the bundled ITK T1 head
 and Colin27. For each head, a SegWithU head is trained on the other heads only (``fit_head`` with
@@ -16,6 +17,10 @@ mutual information of the ensemble. For each method and head: Dice with the refe
 its map finds its own wrong voxels (AUROC, AURC) within 3 mm of either outline (where every error is).
 A second table pools ``--acquisitions`` corrupted acquisitions of each held-out head (bias field,
 noise, contrast, thick slices, rotation), where deepbet makes more errors.
+
+``--label-free`` also trains, for each held-out head, a head on the other heads' *images* only
+(their new acquisitions labelled by deepbet itself on corrupted copies, :mod:`SegUncertaintyLib.segwithu.self_targets`;
+no mask is read) and scores it beside the labelled one. ``--no-hd-bet`` leaves HD-BET out.
 """
 
 import argparse
@@ -33,6 +38,7 @@ from SegUncertaintyLib.inference import predict_sampled, predict_volume
 from SegUncertaintyLib.metrics import aurc, auroc, dice, region_around
 from SegUncertaintyLib.model.backbones import load_backbone
 from SegUncertaintyLib.model.package import load_package
+from SegUncertaintyLib.segwithu.scans import Scan
 from SegUncertaintyLib.segwithu.training import HeadTrainingConfig, fit_head, freeze
 from SegUncertaintyLib.uncertainty import SampleStatistics, max_softmax_uncertainty, predictive_entropy
 from SegUncertaintyLib.volume import Volume
@@ -70,6 +76,20 @@ def hd_bet_folds(volume: Volume) -> np.ndarray:
     return np.stack(folds)
 
 
+def hd_bet_rows(name: str, volume: Volume, reference: np.ndarray, spacing) -> list[str]:
+    """HD-BET's five folds averaged: its segmentation, predictive entropy and mutual information."""
+    stats = SampleStatistics()
+    for fold in hd_bet_folds(volume):
+        stats.add_logits(torch.log(torch.from_numpy(fold).clamp_min(1e-7)))
+    ensemble = stats.maps()
+    labels = stats.mean_probabilities().argmax(0).numpy().astype(np.uint8)
+    maps = {
+        "HD-BET ensemble: entropy": ensemble["entropy"].float().numpy(),
+        "HD-BET ensemble: mutual information": ensemble["mutual_information"].float().numpy(),
+    }
+    return scores(name, labels, maps, reference, spacing)
+
+
 def scores(name: str, labels: np.ndarray, maps: dict[str, np.ndarray], reference: np.ndarray, spacing) -> list[str]:
     wrong = (labels == 1) != reference
     roi = region_around(np.stack([labels == 1, reference]), 3.0, spacing)
@@ -82,12 +102,21 @@ def scores(name: str, labels: np.ndarray, maps: dict[str, np.ndarray], reference
     return rows
 
 
-def single_pass_maps(prediction) -> dict[str, np.ndarray]:
-    return {
+def single_pass_maps(prediction, label_free=None) -> dict[str, np.ndarray]:
+    """The single-pass maps; ``label_free``: the label-free head's prediction of the same volume, if any."""
+    maps = {
         "deepbet: max-softmax": max_softmax_uncertainty(prediction.probabilities),
         "deepbet: entropy": predictive_entropy(prediction.probabilities),
         "deepbet: SegWithU ranking (held-out head)": prediction.maps["ranking"],
     }
+    if label_free is not None:
+        maps["deepbet: SegWithU ranking (held-out label-free head)"] = label_free.maps["ranking"]
+    return maps
+
+
+def predict_with(volume: Volume, package, network, head):
+    """deepbet with ``head`` (None: no prediction)."""
+    return None if head is None else predict_volume(volume, package, network=network, head=head, device="cpu")
 
 
 def pooled_scores(name: str, runs: list[tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, tuple]]) -> list[str]:
@@ -113,15 +142,23 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None, help="where prepare-data brains put Colin27")
     parser.add_argument("--max-epochs", type=int, default=20, help="head training epochs (default: 20)")
     parser.add_argument("--patience", type=int, default=5, help="head training patience (default: 5)")
+    parser.add_argument(
+        "--train-acquisitions", type=int, default=6, help="new acquisitions of each training head (default: 6)"
+    )
+    parser.add_argument("--label-free", action="store_true", help="also a head trained on the images only")
+    parser.add_argument("--no-hd-bet", action="store_true", help="leave the HD-BET ensemble out")
     args = parser.parse_args()
     package = load_package("deepbet")
     network = freeze(load_backbone(package))
     cases = load_dataset_cases("brains", "test", args.cache_dir)
-    config = HeadTrainingConfig(data="brains", max_epochs=args.max_epochs, patience=args.patience)
+    config = HeadTrainingConfig(
+        data="brains", max_epochs=args.max_epochs, patience=args.patience, acquisitions=args.train_acquisitions
+    )
     clean = ["| head | method: map | Dice | roi AUROC | roi AURC |", "|---|---|---|---|---|"]
     corrupted = ["| held-out head | method: map | mean Dice | roi AUROC | roi AURC |", "|---|---|---|---|---|"]
     seconds = {
         "head training": 0.0,
+        "label-free head training": 0.0,
         "deepbet + head": 0.0,
         "deepbet TTA (8)": 0.0,
         "HD-BET ensemble (5)": 0.0,
@@ -131,11 +168,19 @@ def main() -> None:
         start = time.perf_counter()
         head = fit_head(package, network, [c for c in cases if c is not held_out], config, torch.device("cpu")).head
         seconds["head training"] += time.perf_counter() - start
+        free = None
+        if args.label_free:
+            images = [Scan(c.case_id, c.patient_id, c.image, c.geometry) for c in cases if c is not held_out]
+            torch.manual_seed(config.seed)
+            start = time.perf_counter()
+            free = fit_head(package, network, images, config, torch.device("cpu")).head
+            seconds["label-free head training"] += time.perf_counter() - start
         volume, reference, spacing = held_out.volume, held_out.majority > 0, held_out.geometry.spacing
         start = time.perf_counter()
         single = predict_volume(volume, package, network=network, head=head, device="cpu")
         seconds["deepbet + head"] += time.perf_counter() - start
-        rows = scores(held_out.case_id, single.labels, single_pass_maps(single), reference, spacing)
+        maps = single_pass_maps(single, predict_with(volume, package, network, free))
+        rows = scores(held_out.case_id, single.labels, maps, reference, spacing)
         start = time.perf_counter()
         tta = predict_sampled(volume, package, sampling_windows("tta", package, "cpu", None), "cpu")
         seconds["deepbet TTA (8)"] += time.perf_counter() - start
@@ -143,19 +188,10 @@ def main() -> None:
             held_out.case_id, tta.labels, {"deepbet TTA: mutual information": tta.maps["mutual_information"]},
             reference, spacing,
         )  # fmt: skip
-        start = time.perf_counter()
-        folds = hd_bet_folds(volume)
-        seconds["HD-BET ensemble (5)"] += time.perf_counter() - start
-        stats = SampleStatistics()
-        for fold in folds:
-            stats.add_logits(torch.log(torch.from_numpy(fold).clamp_min(1e-7)))
-        ensemble = stats.maps()
-        labels = stats.mean_probabilities().argmax(0).numpy().astype(np.uint8)
-        hd_maps = {
-            "HD-BET ensemble: entropy": ensemble["entropy"].float().numpy(),
-            "HD-BET ensemble: mutual information": ensemble["mutual_information"].float().numpy(),
-        }
-        rows += scores(held_out.case_id, labels, hd_maps, reference, spacing)
+        if not args.no_hd_bet:
+            start = time.perf_counter()
+            rows += hd_bet_rows(held_out.case_id, volume, reference, spacing)
+            seconds["HD-BET ensemble (5)"] += time.perf_counter() - start
         clean += rows
         print("\n".join(rows), flush=True)
 
@@ -163,10 +199,10 @@ def main() -> None:
         runs = []
         for _ in range(args.acquisitions):
             image, mask = augment_head(held_out.image, reference, rng)
-            prediction = predict_volume(
-                Volume(image, held_out.geometry), package, network=network, head=head, device="cpu"
-            )
-            runs.append((prediction.labels, single_pass_maps(prediction), mask, spacing))
+            acquired = Volume(image, held_out.geometry)
+            prediction = predict_volume(acquired, package, network=network, head=head, device="cpu")
+            maps = single_pass_maps(prediction, predict_with(acquired, package, network, free))
+            runs.append((prediction.labels, maps, mask, spacing))
         rows = pooled_scores(f"{held_out.case_id} x{args.acquisitions}", runs)
         corrupted += rows
         print("\n".join(rows), flush=True)

@@ -12,7 +12,9 @@ who fixed every error would leave it; the other regions stay pending). For each 
 cases, a copy of the starting package goes on training its head with ``train-head
 --from-reviews`` on the sessions of the first cases, and the new head is scored on held-out test
 cases (roi AUROC and AURC of the ranking map, pooled, against the raters' majority; the engine of
-``evaluate``). Count 0 is the starting head itself.
+``evaluate``). Count 0 is the starting head itself. A trained head that ranks the errors of the
+corrections held out for its validation worse than the starting head is not kept (``train-head
+--from-reviews`` leaves the package as it was): the row then scores the starting head and says so.
 """
 
 import argparse
@@ -81,20 +83,21 @@ def main() -> None:
     config = HeadTrainingConfig(max_epochs=args.max_epochs, seed=args.seed)
     rows = []
     for count in counts:
-        package = args.start
-        seconds = 0.0
+        package, seconds, kept = args.start, 0.0, False
         if count:
             package = args.work / f"package-{count}"
             shutil.rmtree(package, ignore_errors=True)
             shutil.copytree(args.start, package)
             scans = [reviewed_scan(folder) for folder in sessions[:count]]
             t0 = time.perf_counter()
-            train_head_on_scans(package, scans, config, "cpu", f"corrections_teach_the_head.py, {count} cases")
+            result = train_head_on_scans(package, scans, config, "cpu", f"corrections_teach_the_head.py, {count} cases")
             seconds = time.perf_counter() - t0
+            kept = result["kept_previous"]
         evaluation = evaluate_methods(held_out, load_package(package), ["segwithu", "msp"], "cpu")
         scores = {(r["method"], r["score"]): r for r in score_table(evaluation)}
         row = {
             "corrected_cases": count,
+            "kept_previous": kept if count else None,
             "auroc_roi": scores[("segwithu", "ranking")]["auroc_roi_pooled"],
             "aurc_roi_x1000": scores[("segwithu", "ranking")]["aurc_roi_pooled_x1000"],
             "msp_auroc_roi": scores[("msp", "max_softmax")]["auroc_roi_pooled"],
@@ -103,11 +106,12 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(f"\n{len(held_out)} held-out test cases; {args.max_epochs} epochs at most per count\n")
-    print("| corrected cases | roi AUROC | roi AURC×1000 | max-softmax roi AUROC | training (s) |")
-    print("|---|---|---|---|---|")
+    print("| corrected cases | new head kept | roi AUROC | roi AURC×1000 | max-softmax roi AUROC | training (s) |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
+        kept = {None: "(start)", True: "no: worse on the held-out corrections", False: "yes"}[r["kept_previous"]]
         print(
-            f"| {r['corrected_cases']} | {r['auroc_roi']:.4f} | {r['aurc_roi_x1000']:.3f} "
+            f"| {r['corrected_cases']} | {kept} | {r['auroc_roi']:.4f} | {r['aurc_roi_x1000']:.3f} "
             f"| {r['msp_auroc_roi']:.4f} | {r['training_seconds']} |"
         )
 

@@ -13,6 +13,7 @@ No label is read anywhere.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -98,21 +99,38 @@ def corrupt(
 class SelfLabeller:
     """The frozen backbone's labels on corrupted copies: the training target in place of a rater's.
 
+    With ensemble members (other backbones of the package, trained with the same recipe), each
+    sample's corrupted copy is labelled by one network drawn from the backbone and its members, so
+    that the target also holds where the members disagree with it.
+
     Args:
         backbone: the frozen network (eval mode).
         corruptions: the strengths.
         seed: seeds the only source of randomness (a CPU generator), so a run can be repeated.
+        members: further frozen networks with the backbone's input and output.
     """
 
-    def __init__(self, backbone: nn.Module, corruptions: Corruptions, seed: int):
-        self.backbone, self.corruptions = backbone, corruptions
+    def __init__(self, backbone: nn.Module, corruptions: Corruptions, seed: int, members: Sequence[nn.Module] = ()):
+        self.networks, self.corruptions = [backbone, *members], corruptions
         self.generator = torch.Generator().manual_seed(seed)
+
+    def reseeded(self, seed: int) -> SelfLabeller:
+        """The same labeller with a generator of its own (for fixed validation targets)."""
+        return SelfLabeller(self.networks[0], self.corruptions, seed, self.networks[1:])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, D, H, W)`` int64 labels of a corrupted copy of ``x`` ``(B, 1, D, H, W)``, flipped back onto ``x``."""
         corrupted, axes = corrupt(x, self.corruptions, self.generator)
         with torch.no_grad():
-            labels = self.backbone(corrupted).argmax(dim=1)
+            if len(self.networks) == 1:
+                labels = self.networks[0](corrupted).argmax(dim=1)
+            else:
+                chosen = torch.randint(len(self.networks), (len(x),), generator=self.generator)
+                labels = torch.empty((len(x), *x.shape[2:]), dtype=torch.int64, device=x.device)
+                for n, network in enumerate(self.networks):
+                    picked = (chosen == n).nonzero().flatten().tolist()
+                    if picked:
+                        labels[picked] = network(corrupted[picked]).argmax(dim=1)
         return torch.stack(
             [label.flip([d - 2 for d in dims]) if dims else label for label, dims in zip(labels, axes, strict=True)]
         )

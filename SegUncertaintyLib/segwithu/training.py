@@ -42,6 +42,7 @@ from ..inference import (
 from ..metrics import aurc, auroc, expected_calibration_error
 from ..model.backbones import FeatureTaps, load_backbone, write_weights
 from ..model.card import HeadSection
+from ..model.members import dropout_rate, member_packages
 from ..model.package import ModelPackage, load_package, write_card
 from ..patches import PatchSampler, centred_patch
 from ..preprocess import normalize_intensities
@@ -82,6 +83,7 @@ class HeadTrainingConfig:
     losses: LossWeights = field(default_factory=LossWeights)
     # unlabelled scans: the perturbations whose disagreement is the target (see .self_targets)
     corruptions: Corruptions = field(default_factory=Corruptions)
+    member_targets: bool = False  # and the package's ensemble members' labels, when it has members
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
@@ -328,7 +330,10 @@ def _fit_on_patches(
     the patches).
     """
     fit_cases, validation_cases = split_by_patient(cases, config.validation_fraction, config.seed)
-    arrays = {c.case_id: _network_arrays(c, package, backbone, dev) for c in cases}
+    arrays = {}
+    for n, case in enumerate(cases):
+        arrays[case.case_id] = _network_arrays(case, package, backbone, dev)
+        report("load", (n + 1) / len(cases), f"{case.case_id} on the network's grid")
     sampler = PatchSampler(
         [arrays[c.case_id][0] for c in fit_cases],
         [arrays[c.case_id][1][None] for c in fit_cases],
@@ -343,7 +348,7 @@ def _fit_on_patches(
         tuple(package.card.patch_size),
     )
     report("load", 1.0, f"{len(fit_cases)} fit / {len(validation_cases)} validation cases")
-    validation_labeller = None if labeller is None else SelfLabeller(backbone, labeller.corruptions, config.seed + 1)
+    validation_labeller = None if labeller is None else labeller.reseeded(config.seed + 1)
 
     def batch(x: torch.Tensor, y: torch.Tensor, label: SelfLabeller | None) -> Batch:
         x = x.to(dev)
@@ -406,7 +411,7 @@ def _fit_on_whole_volumes(
     """
     taps = head.tap_names
     views, _ = augmented_views(cases, config.acquisitions, package, backbone, taps, dev, rng, report, labeller=labeller)
-    validation_labeller = None if labeller is None else SelfLabeller(backbone, labeller.corruptions, config.seed + 1)
+    validation_labeller = None if labeller is None else labeller.reseeded(config.seed + 1)
     validation_views, validation_cases = augmented_views(
         cases, config.validation_acquisitions, package, backbone, taps, dev, rng, labeller=validation_labeller
     )
@@ -488,7 +493,11 @@ def fit_head(
     FeatureTaps(backbone, head.tap_names).close()  # fail early, clearly, on a tap the backbone lacks
     fit_on = _fit_on_whole_volumes if whole_volume(package) else _fit_on_patches
     rng = np.random.default_rng(config.seed)
-    labeller = SelfLabeller(backbone, config.corruptions, config.seed) if any(unlabelled) else None
+    labeller = None
+    if any(unlabelled):
+        members = [m for m in member_packages(package) if dropout_rate(m) == 0.0] if config.member_targets else []
+        networks = [freeze(load_backbone(member, device)) for member in members]
+        labeller = SelfLabeller(backbone, config.corruptions, config.seed, networks)
     fitted = fit_on(package, backbone, head, list(cases), config, device, rng, progress or Progress(), labeller)
     return FittedHead(head, *fitted)
 
