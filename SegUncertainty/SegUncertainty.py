@@ -194,10 +194,11 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.process.wait(KILL_WAIT_SECONDS)
             except subprocess.TimeoutExpired:
                 pass
-            self.logic.removeRunFolder(self.runFolder)
-            self.process = None
-            if self.training:
+            if self.training:  # the model copy goes; the run folder on screen is a finished run's, and stays
                 self.logic.discardTrainedModel()
+            else:
+                self.logic.removeRunFolder(self.runFolder)
+            self.process = None
         self.removeObservers()
 
     def onReload(self):

@@ -233,6 +233,19 @@ def test_the_reviewers_path(slicer_app, tmp_path):
     assert "Run a segmentation" in ui.remainingRiskLabel.text
     assert not recorder.pip
 
+    # 11. Slicer quits during a training: the model copy goes, every run folder (the one on screen too) stays
+    user.choose_node(ui.inputVolumeSelector, nodes.add_volume(scene, demo.array, demo.geometry, "chest CT"))
+    user.click(ui.applyButton)
+    user.process_events(until=lambda: widget.process is None)
+    finished = run_folders(tmp_path)
+    assert widget.runFolder in finished and len(finished) == len(kept) + 1
+    widget.logic.headTrainingOptions = ("--max-epochs", "50", "--patience", "50")
+    user.click(ui.learnFromCorrectionsButton)
+    copy = widget.logic.trainedModel
+    user.process_events(until=lambda: widget.process.stage == "train" or widget.process.finished())
+    widget.cleanup()
+    assert not copy.exists() and run_folders(tmp_path) == finished
+
 
 def test_dependencies_use_slicer_packaging_where_it_exists(slicer_app, monkeypatch):
     """Slicer >= 5.12: ``import slicer`` does not import ``slicer.packaging``; the module imports it and calls
