@@ -380,18 +380,13 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.training:
             self.finishTraining(process, elapsed)
             return
-        failure = process.failure_message()
-        if failure is not None:
-            # nothing of a run that did not finish is kept: its folder held only its input and staging
-            self.logic.removeRunFolder(self.runFolder)
-            if process.cancelled:
-                self.ui.statusLabel.text = _("Cancelled: the engine has stopped and the run's folder was removed.")
-                return
-            self.ui.statusLabel.text = failure.splitlines()[0]
-            slicer.util.errorDisplay(
-                _("The segmentation failed: {message}").format(message=failure.splitlines()[0]),
-                detailedText="\n".join(process.log),
-            )
+        # nothing of a run that did not finish is kept: its folder held only its input and staging
+        if self.endedWithoutResult(
+            process,
+            lambda: self.logic.removeRunFolder(self.runFolder),
+            _("Cancelled: the engine has stopped and the run's folder was removed."),
+            _("The segmentation failed: {message}"),
+        ):
             return
         if self.logic.reference is None:  # the scene was closed meanwhile
             return
@@ -402,6 +397,21 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 seconds=elapsed, folder=self.logic.workFolder
             )
         self.showReviewState()
+
+    def endedWithoutResult(self, process, discard, cancelledText, failedText):
+        """After a cancelled or failed run: ``discard()`` what it made and say so (a failure in a dialog
+        too, ``failedText`` formatted with its first line); returns False for a run that succeeded."""
+        failure = process.failure_message()
+        if failure is None:
+            return False
+        discard()
+        if process.cancelled:
+            self.ui.statusLabel.text = cancelledText
+            return True
+        message = failure.splitlines()[0]
+        self.ui.statusLabel.text = message
+        slicer.util.errorDisplay(failedText.format(message=message), detailedText="\n".join(process.log))
+        return True
 
     def finishRun(self):
         self.timer.stop()
@@ -450,17 +460,12 @@ class SegUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def finishTraining(self, process, elapsed):
         """A training ended: its model is offered and chosen; a cancelled or failed one leaves nothing."""
-        failure = process.failure_message()
-        if failure is not None:
-            self.logic.discardTrainedModel()
-            if process.cancelled:
-                self.ui.statusLabel.text = _("Cancelled: the engine has stopped and the model copy was removed.")
-                return
-            self.ui.statusLabel.text = failure.splitlines()[0]
-            slicer.util.errorDisplay(
-                _("Training the head failed: {message}").format(message=failure.splitlines()[0]),
-                detailedText="\n".join(process.log),
-            )
+        if self.endedWithoutResult(
+            process,
+            self.logic.discardTrainedModel,
+            _("Cancelled: the engine has stopped and the model copy was removed."),
+            _("Training the head failed: {message}"),
+        ):
             return
         if (process.outputs or {}).get("kept_previous"):
             self.logic.discardTrainedModel()
