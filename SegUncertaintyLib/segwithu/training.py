@@ -382,12 +382,13 @@ def _network_arrays(
             raise DataError(f"case {case.case_id} is not on the model's {card.target_spacing_mm} mm grid")
         return normalize_intensities(case.image, card.normalization), np.asarray(case.majority, np.uint8)
     volume = case.volume
-    image, grid = prepare_image(volume, package, device, Progress())
+    normalised = normalize_intensities(volume.array, card.normalization)  # once, for the image and the prediction
+    image, grid = prepare_image(volume, package, device, Progress(), normalised)
     if case.labels is not None:
         labels = labels_on_network_grid(case.labels, grid, card.num_classes, device)
     else:
-        logits = predict_volume(volume, package, network=backbone, device=device, locate=False).logits
-        labels = argmax_labels(logits)
+        prediction = predict_volume(volume, package, backbone, device=device, locate=False, normalised=normalised)
+        labels = argmax_labels(prediction.logits)
     return image[0].cpu().numpy(), labels.cpu().numpy()
 
 
