@@ -326,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a folder holding review sessions (searched recursively): the package's head goes on learning "
         "from the segmentations as the reviewers corrected them",
     )
+    head.add_argument(
+        "--corruptions",
+        help="with --images: the perturbations whose disagreement the head learns, as changes to the defaults, "
+        "e.g. 'noise=0.2,flip=no' (default: flip=yes, contrast=0.15, brightness=0.1, noise=0.1, blur=0.75; "
+        "intensities normalised, blur in voxels)",
+    )
     head.add_argument("--cache-dir", type=Path, default=None)
     head.add_argument("--max-epochs", type=int, help="upper bound on epochs (default: 100)")
     head.add_argument(
@@ -609,9 +615,17 @@ HEAD_OPTIONS = (
 
 
 def _train_head(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .segwithu.self_targets import Corruptions
     from .segwithu.training import HeadTrainingConfig, train_head
 
-    config = HeadTrainingConfig(**given_options(args, HEAD_OPTIONS))
+    options = given_options(args, HEAD_OPTIONS)
+    if args.corruptions is not None:
+        if args.images is None:
+            raise SegUncertaintyError(
+                "--corruptions shapes the targets of a head trained without labels: use it with --images"
+            )
+        options["corruptions"] = Corruptions.parse(args.corruptions)
+    config = HeadTrainingConfig(**options)
     if args.images is not None or args.from_reviews is not None:
         return _train_head_on_scans(args, config, progress)
     progress.stages = {"load": 0.02, "train": 0.78, "validate": 0.05, "evaluate": 0.15}

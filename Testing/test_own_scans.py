@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from SegUncertaintyLib.errors import DataError
+from SegUncertaintyLib.errors import DataError, SegUncertaintyError
 from SegUncertaintyLib.io import read_volume, write_volume
 from SegUncertaintyLib.model.backbones import load_backbone
 from SegUncertaintyLib.model.package import load_package
@@ -38,6 +38,14 @@ def test_the_flips_are_undone_on_the_labels():
     _, axes = corrupt(x, labeller.corruptions, torch.Generator().manual_seed(0))
     assert len({dims for dims in axes}) > 1  # the draws flip along different axes
     assert torch.equal(labeller(x), network(x).argmax(1))
+
+
+def test_the_corruptions_are_read_from_text():
+    assert Corruptions.parse("") == Corruptions()
+    assert Corruptions.parse(" noise=0.2 ,flip=No,blur=1") == Corruptions(flip=False, noise=0.2, blur=1.0)
+    for wrong in ("noise", "sharpness=1", "flip=maybe", "blur=big", "contrast=1.5", "noise=-0.1"):
+        with pytest.raises(SegUncertaintyError):
+            Corruptions.parse(wrong)
 
 
 def test_with_members_each_sample_is_labelled_by_one_of_the_networks():
@@ -85,8 +93,10 @@ def test_a_head_trains_on_unlabelled_scans_without_any_label(tmp_path, monkeypat
     write_volume(np.flip(demo.array, 0).copy(), coarse, scans / "b.nii.gz")  # another grid than the model's
     (scans / "broken.nrrd").write_bytes(b"NRRD0004\nnot a volume")
 
-    assert run_quietly("train-head", "--model", str(model), "--images", str(scans), *TINY) == 0
+    weaker = ["--corruptions", "noise=0.05, flip=no"]
+    assert run_quietly("train-head", "--model", str(model), "--images", str(scans), *TINY, *weaker) == 0
     head = json.loads((model / "model.json").read_text())["head"]
+    assert head["training"]["config"]["corruptions"] == {**Corruptions().to_dict(), "noise": 0.05, "flip": False}
     data = head["training"]["data"]
     assert data["source"] == "unlabelled scans" and "no labels" in data["reference"]
     assert data["scans"] == ["a.nrrd", "b.nii.gz"] and "broken.nrrd" in data["skipped"]
@@ -153,6 +163,8 @@ def test_corrections_teach_the_head(tmp_path):
     segmentation = read_volume(reviews / "one" / "outputs" / "segmentation.nrrd", allow_constant=True).array
     assert (scans[0].labels.sum() > (segmentation > 0).sum()) and scans[0].geometry == read_volume(DEMO).geometry
 
+    weaker = ["--corruptions", "noise=0.05"]  # they shape label-free targets only
+    assert run_quietly("train-head", "--model", str(model), "--from-reviews", str(reviews), *TINY, *weaker) == 1
     assert run_quietly("train-head", "--model", str(model), "--from-reviews", str(reviews), *TINY) == 0
     card = json.loads((model / "model.json").read_text())
     data = card["head"]["training"]["data"]

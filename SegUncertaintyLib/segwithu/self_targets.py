@@ -13,12 +13,15 @@ No label is read anywhere.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..errors import SegUncertaintyError
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,33 @@ class Corruptions:
     noise: float = 0.1
     blur: float = 0.75
 
+    def __post_init__(self) -> None:
+        strengths = {name: value for name, value in asdict(self).items() if name != "flip"}
+        if any(not 0.0 <= value < (1.0 if name == "contrast" else math.inf) for name, value in strengths.items()):
+            raise SegUncertaintyError(f"corruption strengths must be at least 0 (contrast below 1), got {strengths}")
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def parse(cls, text: str) -> Corruptions:
+        """The defaults with the strengths named in ``text``, e.g. ``"noise=0.2,blur=1,flip=no"``."""
+        values: dict[str, bool | float] = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            name, _, value = (piece.strip() for piece in item.partition("="))
+            try:
+                if name == "flip":
+                    values[name] = {"yes": True, "no": False}[value.lower()]
+                elif name in cls.__dataclass_fields__:
+                    values[name] = float(value)
+                else:
+                    raise KeyError(name)
+            except (KeyError, ValueError):
+                raise SegUncertaintyError(
+                    f"corruptions: {item!r} is not one of flip=yes|no, contrast=, brightness=, noise=, blur= "
+                    "followed by a number"
+                ) from None
+        return cls(**values)
 
 
 def _uniform(count: int, high: float, generator: torch.Generator, symmetric: bool = False) -> torch.Tensor:
