@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     head.add_argument(
         "--corruptions",
         help="with --images: the perturbations whose disagreement the head learns, as changes to the defaults, "
-        "e.g. 'noise=0.2,flip=no' (default: flip=yes, contrast=0.15, brightness=0.1, noise=0.1, blur=0.75; "
+        "e.g. 'noise=0.2,flip=no' (default: flip=yes, contrast=0.35, brightness=0.3, noise=0.3, blur=1.25; "
         "intensities normalised, blur in voxels)",
     )
     head.add_argument("--cache-dir", type=Path, default=None)
