@@ -38,7 +38,7 @@ class Corruptions:
         blur: the Gaussian blur's sigma, in voxels.
     """
 
-    # The defaults ranked LIDC's errors best among five strengths, judged on the calibration split's
+    # The defaults ranked LIDC's errors best among six settings, judged on the calibration split's
     # labels, which the label-free head never reads (BENCHMARKS.md, issue 21).
     flip: bool = True
     contrast: float = 0.35
