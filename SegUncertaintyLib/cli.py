@@ -341,6 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     head.add_argument("--fusion-channels", type=int, help="width of the fused features (default: 8)")
     head.add_argument("--probes", type=int, help="rank-1 posterior probes, a power of two (default: 8)")
     head.add_argument("--seed", type=int, help="seed (default: 0)")
+    head.add_argument(
+        "--foreground-fraction",
+        type=float,
+        help="share of training patches centred on the segmented structure "
+        "(default: 0.33 with labels, 0.66 with --images)",
+    )
     head.add_argument("--calibration-limit", type=int, help="use only this many calibration cases")
     head.add_argument("--acquisitions", type=int, help="whole-volume models: new acquisitions per subject (default: 6)")
     head.add_argument(
@@ -609,8 +615,8 @@ def _train(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
 
 
 HEAD_OPTIONS = (
-    "data max_epochs patience batch_size fusion_channels probes seed calibration_limit eval_split eval_limit "
-    "acquisitions validation_acquisitions crop"
+    "data max_epochs patience batch_size fusion_channels probes seed foreground_fraction calibration_limit eval_split "
+    "eval_limit acquisitions validation_acquisitions crop"
 ).split()
 
 

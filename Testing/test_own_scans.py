@@ -48,6 +48,14 @@ def test_the_corruptions_are_read_from_text():
             Corruptions.parse(wrong)
 
 
+def test_label_free_patches_hold_the_structure_more_often_unless_told_otherwise():
+    assert HeadTrainingConfig().resolved(labelled=True).foreground_fraction == 0.33
+    assert HeadTrainingConfig().resolved(labelled=False).foreground_fraction == 0.66
+    assert HeadTrainingConfig(foreground_fraction=0.5).resolved(labelled=False).foreground_fraction == 0.5
+    with pytest.raises(SegUncertaintyError, match="foreground fraction"):
+        HeadTrainingConfig(foreground_fraction=-0.1)
+
+
 def test_with_members_each_sample_is_labelled_by_one_of_the_networks():
     torch.manual_seed(0)
     backbone, member = torch.nn.Conv3d(1, 2, 1).eval(), torch.nn.Conv3d(1, 2, 1).eval()
@@ -97,6 +105,7 @@ def test_a_head_trains_on_unlabelled_scans_without_any_label(tmp_path, monkeypat
     assert run_quietly("train-head", "--model", str(model), "--images", str(scans), *TINY, *weaker) == 0
     head = json.loads((model / "model.json").read_text())["head"]
     assert head["training"]["config"]["corruptions"] == {**Corruptions().to_dict(), "noise": 0.05, "flip": False}
+    assert head["training"]["config"]["foreground_fraction"] == 0.66  # the label-free default, as used
     data = head["training"]["data"]
     assert data["source"] == "unlabelled scans" and "no labels" in data["reference"]
     assert data["scans"] == ["a.nrrd", "b.nii.gz"] and "broken.nrrd" in data["skipped"]
@@ -165,8 +174,11 @@ def test_corrections_teach_the_head(tmp_path):
 
     weaker = ["--corruptions", "noise=0.05"]  # they shape label-free targets only
     assert run_quietly("train-head", "--model", str(model), "--from-reviews", str(reviews), *TINY, *weaker) == 1
+    outside = ["--foreground-fraction", "1.5"]
+    assert run_quietly("train-head", "--model", str(model), "--from-reviews", str(reviews), *TINY, *outside) == 1
     assert run_quietly("train-head", "--model", str(model), "--from-reviews", str(reviews), *TINY) == 0
     card = json.loads((model / "model.json").read_text())
+    assert card["head"]["training"]["config"]["foreground_fraction"] == 0.33  # corrections are labels
     data = card["head"]["training"]["data"]
     assert data["source"] == "review sessions" and data["scans"] == ["one", "two"]
     assert "--images" in data["started_from"]  # it went on from the package's (label-free) head

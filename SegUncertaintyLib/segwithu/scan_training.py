@@ -188,7 +188,7 @@ def _train_on_scans(
                 "started_from": started_from,
                 **fitted.data,
             },
-            "config": {k: v for k, v in asdict(config).items() if k not in DATA_SET_OPTIONS},
+            "config": {k: v for k, v in asdict(fitted.config).items() if k not in DATA_SET_OPTIONS},
             "epochs": fitted.fit.epochs,
             "best_epoch": fitted.fit.best_epoch,
             "validation_loss": fitted.fit.history,

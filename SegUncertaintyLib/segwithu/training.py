@@ -20,7 +20,7 @@ import math
 import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +70,10 @@ class HeadTrainingConfig:
     min_learning_rate: float = 3e-4
     weight_decay: float = 0.01
     grad_clip: float = 12.0
-    foreground_fraction: float = 0.33
+    # share of patches centred on the foreground (a whole-volume model's crops: on its outline), the
+    # reference's or the backbone's own on an unlabelled scan; None: 0.33 with labels, 0.66 without
+    # (chosen on LIDC, BENCHMARKS.md, issue 21)
+    foreground_fraction: float | None = None
     validation_fraction: float = 0.2
     seed: int = 0
     calibration_limit: int | None = None
@@ -90,6 +93,16 @@ class HeadTrainingConfig:
             raise SegUncertaintyError("batch size, epochs and patience must be at least 1")
         if not 0.0 < self.validation_fraction < 1.0:
             raise SegUncertaintyError("the validation fraction must be between 0 and 1")
+        if self.foreground_fraction is not None and not 0.0 <= self.foreground_fraction <= 1.0:
+            raise SegUncertaintyError(f"the foreground fraction must be in [0, 1], got {self.foreground_fraction}")
+
+    def resolved(self, labelled: bool) -> HeadTrainingConfig:
+        """These settings with the defaults that depend on whether the training data are labelled."""
+        if self.foreground_fraction is not None:
+            return self
+        # The backbone's own disagreement is rarer away from its foreground than a rater's: a
+        # label-free head learns more from patches that hold the structure.
+        return replace(self, foreground_fraction=0.33 if labelled else 0.66)
 
 
 def freeze(network: nn.Module) -> nn.Module:
@@ -448,6 +461,7 @@ class FittedHead:
     validation_cases: list[Case | Scan]
     data: dict
     validation_batches: list[Batch]
+    config: HeadTrainingConfig  # the settings used (see HeadTrainingConfig.resolved)
 
 
 def fit_head(
@@ -480,6 +494,7 @@ def fit_head(
     unlabelled = [isinstance(c, Scan) and c.labels is None for c in cases]
     if any(unlabelled) and not all(unlabelled):
         raise DataError("train a head on labelled or on unlabelled scans, not on both at once")
+    config = config.resolved(labelled=not any(unlabelled))
     if start is not None:
         head = copy.deepcopy(start).to(device)
     else:
@@ -500,7 +515,7 @@ def fit_head(
         networks = [freeze(load_backbone(member, device)) for member in members]
         labeller = SelfLabeller(backbone, config.corruptions, config.seed, networks)
     fitted = fit_on(package, backbone, head, list(cases), config, device, rng, progress or Progress(), labeller)
-    return FittedHead(head, *fitted)
+    return FittedHead(head, *fitted, config)
 
 
 def write_head(package: ModelPackage, head: SegWithUHead, section: HeadSection) -> list[str]:
@@ -561,7 +576,7 @@ def _train_head(
             "device": str(dev),
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
             "data": {"dataset": config.data, "split": "calibration", **fitted.data},
-            "config": asdict(config),
+            "config": asdict(fitted.config),
             "epochs": fit.epochs,
             "best_epoch": fit.best_epoch,
             "validation_loss": fit.history,
