@@ -13,7 +13,8 @@ engine (:func:`~SegUncertaintyLib.evaluation.harness.evaluate_methods`) on the s
 one process: roi AUROC and AURC of each map for finding the voxels that differ from the raters'
 majority (pooled roi voxels), ECE of the (tempered, for a head) probabilities over the roi.
 
-Several label-free packages (trained with different ``--corruptions``) can be compared at once.
+Several label-free packages (trained with different ``--corruptions`` or ``--foreground-fraction``)
+can be compared at once; each row names both.
 ``--split calibration --heads-only`` scores them on the calibration split's labels, which the
 label-free heads never read, to choose among them without looking at the test split.
 """
@@ -35,10 +36,14 @@ BASELINES = [  # (label, method, score) of the bundled package
 ]
 
 
-def corruptions_of(package: ModelPackage) -> str:
-    """The corruptions the package's head was trained with, as ``--corruptions`` takes them."""
-    values = package.card.head.training["config"]["corruptions"]
-    return ",".join(f"{k}={('yes' if v else 'no') if k == 'flip' else v}" for k, v in values.items())
+def settings_of(package: ModelPackage) -> str:
+    """The settings the package's head was trained with that tell label-free heads apart: its
+    corruptions, as ``--corruptions`` takes them, and the share of patches on the foreground."""
+    config = package.card.head.training["config"]
+    corruptions = ",".join(
+        f"{k}={('yes' if v else 'no') if k == 'flip' else v}" for k, v in config["corruptions"].items()
+    )
+    return f"{corruptions}; foreground fraction {config['foreground_fraction']}"
 
 
 def main() -> None:
@@ -63,7 +68,7 @@ def main() -> None:
     ]
     for path in args.label_free:
         package = load_package(path)
-        label = f"SegWithU head, label-free ({corruptions_of(package)})"
+        label = f"SegWithU head, label-free ({settings_of(package)})"
         rows.append((label, evaluate_methods(cases, package, ["segwithu"], args.device), "segwithu", "ranking"))
     if not args.heads_only:
         rows += [(label, rows[0][1], method, score) for label, method, score in BASELINES]
